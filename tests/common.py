@@ -1,0 +1,20 @@
+"""Shared test helpers (importable as ``tests.common``)."""
+
+import torch
+
+import scoresde as sd
+
+BUILTIN_SDES = {
+    "ve": lambda: sd.VESDE(sigma_min=0.01, sigma_max=50.0),
+    "vp": lambda: sd.VPSDE(beta_min=0.1, beta_max=20.0),
+    "subvp": lambda: sd.SubVPSDE(beta_min=0.1, beta_max=20.0),
+}
+
+
+def two_mode_mixture():
+    """A 2-D mixture with unequal weights and anisotropic components."""
+    return sd.GaussianMixture([0.3, 0.7], [[-2.0, 0.5], [1.5, -1.0]], [[0.4, 0.2], [0.3, 0.6]])
+
+
+def seeded(seed=1234):
+    return torch.Generator().manual_seed(seed)
