@@ -5,6 +5,7 @@ imports no optional package.
 """
 
 from scoresde.analytic import GaussianMixture
+from scoresde.losses import WEIGHTINGS, ddpm_loss, dsm_loss, sample_time, smld_loss, ssm_loss
 from scoresde.sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
 
 __version__ = "0.1.0"
@@ -17,4 +18,10 @@ __all__ = [
     "LinearSDE",
     "ReverseSDE",
     "GaussianMixture",
+    "dsm_loss",
+    "ssm_loss",
+    "smld_loss",
+    "ddpm_loss",
+    "sample_time",
+    "WEIGHTINGS",
 ]
