@@ -1,0 +1,110 @@
+"""Plumbing shared by the samplers: argument checks, the counted score, time grids, NaN checks, progress.
+
+NaN checks read tensor values, which forces a host synchronisation on a GPU. On CPU the state is checked
+after every step; on other devices every :data:`CHECK_EVERY` steps and after the last one, and the error
+names the window of steps in which the NaN appeared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from scoresde._checks import append_dims, check_eps, check_int, check_score, on_cpu
+from scoresde.sde import SDE, ScoreFn
+
+CHECK_EVERY = 64
+
+
+class CountedScore:
+    """Wraps a ``score_fn``: counts its calls and checks the first result's shape and values."""
+
+    def __init__(self, score_fn: ScoreFn):
+        if not callable(score_fn):
+            raise TypeError(f"score_fn must be a callable (x, t) -> score, got {type(score_fn).__name__}")
+        self.score_fn, self.nfe = score_fn, 0
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        score = self.score_fn(x, t)
+        if self.nfe == 0:
+            check_score(score, x, where="score_fn")
+        self.nfe += 1
+        return score
+
+
+def check_sde(sde) -> SDE:
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an instance of scoresde.SDE, got {type(sde).__name__}")
+    return sde
+
+
+def check_callback(callback) -> Callable | None:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be None or a callable (i, t, x, x_mean), got {type(callback).__name__}")
+    return callback
+
+
+def check_shape(shape) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"shape must be a sequence of ints (B, ...), got {shape!r}") from None
+    if len(shape) < 2 or any(s < 1 for s in shape):
+        raise ValueError(f"shape must be (B, ...) with at least 2 positive dims, got {shape}")
+    return shape
+
+
+def check_dtype(dtype) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    return dtype
+
+
+def initial_state(sde: SDE, shape, z: Tensor | None, *, generator, device, dtype) -> Tensor:
+    """x_T: the given latent ``z`` (its device and dtype win) or a fresh draw from the prior."""
+    if z is not None:
+        if not isinstance(z, Tensor) or not z.is_floating_point() or z.ndim < 2:
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must be a floating tensor of shape (B, ...), got {got}")
+        if shape is not None and tuple(shape) != tuple(z.shape):
+            raise ValueError(f"shape {tuple(shape)} does not match z's shape {tuple(z.shape)}")
+        return z.clone()
+    shape = check_shape(shape)
+    return sde.prior_sample(shape, generator=generator, device=device, dtype=check_dtype(dtype))
+
+
+def time_grid(sde: SDE, steps: int, eps: float, x: Tensor) -> Tensor:
+    """``steps + 1`` uniform times from T down to eps, on x's device and in x's dtype."""
+    check_int("steps", steps)
+    eps = check_eps(eps, sde.T)
+    return torch.linspace(sde.T, eps, steps + 1, device=x.device, dtype=x.dtype)
+
+
+def batch_time(t: Tensor, x: Tensor) -> Tensor:
+    """A 0-dim time broadcast to the ``(B,)`` vector a ``score_fn`` expects."""
+    return t.expand(x.shape[0])
+
+
+def check_finite(x: Tensor, i: int, t: Tensor, last: bool) -> None:
+    """Raise if the state holds NaN/inf after step ``i`` (every step on CPU, else every CHECK_EVERY)."""
+    if not (on_cpu(x) or last or (i + 1) % CHECK_EVERY == 0):
+        return
+    if not torch.isfinite(x).all():
+        first = i if on_cpu(x) else max(0, i + 1 - CHECK_EVERY)
+        where = f"at step {i}" if first == i else f"between steps {first} and {i}"
+        raise FloatingPointError(f"sampling produced NaN or inf {where} (t = {float(t):.6g}); "
+                                 "check the score_fn, the step size or the snr")
+
+
+def tweedie_denoise(sde: SDE, score_fn, x: Tensor, t: Tensor) -> Tensor:
+    """E[x_0 | x_t] = (x_t + σ(t)² ∇ log p_t(x_t)) / α(t) (Tweedie's formula; Efron 2011)."""
+    alpha, std = sde.marginal_coeffs(t)
+    return (x + append_dims(std**2, x.ndim) * score_fn(x, t)) / append_dims(alpha, x.ndim)
+
+
+def progress_bar(n: int, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(range(n), disable=not progress, desc=desc, leave=False)
