@@ -53,7 +53,10 @@ def integrate(fn: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t0: float, t1:
     else:
         check_positive("rtol", rtol)
         check_positive("atol", atol)
-        ys = torchdiffeq.odeint(counted, y0, times, rtol=rtol, atol=atol, method=method)
+        # step_t: end the last step exactly at t1. Without it torchdiffeq's adaptive solvers may step past
+        # t1 and interpolate back, evaluating fn outside [t0, t1] (e.g. at t < 0, where no score exists).
+        ys = torchdiffeq.odeint(counted, y0, times, rtol=rtol, atol=atol, method=method,
+                                options={"step_t": times[1:]})
     return ys[-1], counted.nfe
 
 

@@ -117,7 +117,8 @@ class SDE:
         The default is Euler–Maruyama, f = f(x, t) dt, G = g(t) sqrt(dt). Subclasses override it with
         their discrete forms (SMLD ladder, DDPM chain), which the reverse-diffusion predictor uses.
         """
-        return self.drift(x, t) * dt, self.diffusion(t) * _sqrt(dt)
+        dt_x = append_dims(dt, x.ndim) if isinstance(dt, Tensor) else dt  # a (B,) dt broadcasts over x
+        return self.drift(x, t) * dt_x, self.diffusion(t) * _sqrt(dt)
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
         """The reverse-time SDE (eq. 6) or, with ``probability_flow``, the probability-flow ODE (eq. 13)."""
