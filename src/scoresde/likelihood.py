@@ -155,7 +155,7 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: Tensor, *, divergence: str = 
     """
     if isinstance(x, Tensor) and not x.is_floating_point():
         raise TypeError(f"x must be floating-point model-space data, got dtype {x.dtype}: integer data must be "
-                        "dequantised and scaled first (scoresde.bpd.dequantize); its log-density is not defined")
+                        "dequantised and scaled first (scoresde.bpd.uniform_dequantize): it has no density")
     check_tensor("x", x, min_ndim=2)
     check_choice("divergence", divergence, DIVERGENCES)
     check_int("probes", probes)
