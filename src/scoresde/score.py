@@ -1,0 +1,175 @@
+"""Network → ``score_fn`` adapter: :class:`ScoreModel`.
+
+A network maps ``(x, noise_cond)`` to an output of x's shape. :class:`ScoreModel` wraps it with an SDE and
+turns the output into the score ∇_x log p_t(x), using only ``sde.marginal_coeffs(t) -> (α(t), σ(t))``,
+so it works for every SDE, including a user's own (Song et al. 2021, eq. 7 perturbation kernel
+p_0t(x_t | x_0) = N(α x_0, σ² I)):
+
+* ``"score"``: the output is the score.
+* ``"eps"``:   the output predicts ε in x_t = α x_0 + σ ε, so the score is −ε̂ / σ (Ho et al. 2020, eq. 11;
+  Song et al. 2021, App. B).
+* ``"x0"``:    the output predicts x_0 (Tweedie), so the score is (α x̂_0 − x_t) / σ².
+
+The network's noise-conditioning input (``noise_cond``) is ``"999t"`` (score_sde_pytorch's VP / sub-VP
+convention), ``"sigma"`` (σ(t), its continuous VE convention), ``"t"``, ``"discrete_index"`` (the official
+discrete-VP label t·(N − 1), float) or a callable ``t -> (B,)``.
+
+``discrete_steps=N`` reproduces the official discrete VP models (``continuous=False``): the ε → score
+division then uses the DDPM chain's std sqrt(1 − ᾱ_i) at i = ⌊t(N − 1)⌋, ᾱ_i = Π_{j≤i}(1 − β_j) with
+β_j from ``sde.discrete_betas(N)`` (Ho et al. 2020, eq. 4), instead of the continuous σ(t).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from scoresde import sde as sde_lib
+from scoresde._checks import append_dims, check_choice, check_int
+
+__all__ = ["ScoreModel", "PARAMETERIZATIONS", "NOISE_CONDS"]
+
+PARAMETERIZATIONS = ("score", "eps", "x0")
+NOISE_CONDS = ("999t", "sigma", "t", "discrete_index")
+
+
+class ScoreModel(nn.Module):
+    """``score_fn(x, t)`` from a network, an SDE, a parameterisation and a noise-conditioning rule.
+
+    ``forward(x, t, class_labels=None)`` returns the score, shaped like ``x``. The network is
+    ``self.net`` (so DDP / EMA wrappers and ``state_dict`` see its parameters under ``net.``).
+    """
+
+    def __init__(self, net: nn.Module, sde, parameterization: str = "eps", noise_cond: str | Callable = "999t",
+                 *, discrete_steps: int | None = None):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+        if not callable(getattr(sde, "marginal_coeffs", None)):
+            raise TypeError(f"sde must provide marginal_coeffs(t) (an scoresde.SDE), got {type(sde).__name__}")
+        self.net, self.sde = net, sde
+        self.parameterization = check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+        if not callable(noise_cond):
+            check_choice("noise_cond", noise_cond, NOISE_CONDS)
+        self.noise_cond_rule = noise_cond
+        self.discrete_steps = None if discrete_steps is None else check_int("discrete_steps", discrete_steps, minimum=2)
+        if noise_cond == "discrete_index" and discrete_steps is None:
+            raise ValueError("noise_cond='discrete_index' needs discrete_steps=N (the number of discrete steps)")
+        if discrete_steps is not None:
+            if not callable(getattr(sde, "discrete_betas", None)):
+                raise ValueError(f"discrete_steps needs an SDE with a discrete chain (discrete_betas(N)); "
+                                 f"{type(sde).__name__} has none")
+            betas = sde.discrete_betas(discrete_steps, dtype=torch.float64)
+            self.register_buffer("discrete_std", torch.sqrt(-torch.expm1(torch.cumsum(torch.log1p(-betas), 0))),
+                                 persistent=False)
+
+    def extra_repr(self) -> str:
+        rule = getattr(self.noise_cond_rule, "__name__", self.noise_cond_rule)
+        return f"sde={self.sde!r}, parameterization={self.parameterization!r}, noise_cond={rule!r}, " \
+               f"discrete_steps={self.discrete_steps}"
+
+    # --------------------------------------------------------------------------------------------
+    def noise_cond(self, t: Tensor) -> Tensor:
+        """The network's conditioning input for times ``t`` (B,)."""
+        rule = self.noise_cond_rule
+        if callable(rule):
+            return rule(t)
+        if rule == "999t":
+            return 999 * t
+        if rule == "t":
+            return t
+        if rule == "sigma":
+            return self._marginal_coeffs(t)[1]
+        return t * (self.discrete_steps - 1)  # discrete_index
+
+    def _marginal_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """α(t), σ(t) evaluated in float64 (B scalars: cheap) and rounded once to t's dtype; float32 σ(t)
+        computed directly can be off by a few ulps, which the Fourier embedding of log σ amplifies."""
+        if t.dtype == torch.float64 or t.device.type == "mps":
+            return self.sde.marginal_coeffs(t)
+        alpha, std = self.sde.marginal_coeffs(t.to(torch.float64))
+        return alpha.to(t.dtype), std.to(t.dtype)
+
+    def coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(α(t), σ(t)) used to convert the output into a score (the discrete table when discrete_steps)."""
+        alpha, std = self._marginal_coeffs(t)
+        if self.discrete_steps is not None:
+            idx = (t * (self.discrete_steps - 1)).long().clamp(0, self.discrete_steps - 1)
+            std = self.discrete_std.to(t.device)[idx].to(std.dtype)
+        return alpha, std
+
+    def net_output(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """The raw network output for ``(x, t)``."""
+        nc = self.noise_cond(t)
+        return self.net(x, nc) if class_labels is None else self.net(x, nc, class_labels)
+
+    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
+        """The score ∇_x log p_t(x), shaped like ``x``."""
+        if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] != x.shape[0]:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"t must be a tensor of shape ({x.shape[0]},) (one time per sample), got {got}")
+        out = self.net_output(x, t, class_labels)
+        if self.parameterization == "score":
+            return out
+        alpha, std = self.coeffs(t)
+        std = append_dims(std.to(out.dtype), x.ndim)
+        if self.parameterization == "eps":
+            return -out / std
+        return (append_dims(alpha.to(out.dtype), x.ndim) * out - x) / std**2
+
+    # ------------------------------------------------------------------------ save / restore
+    def config(self) -> dict:
+        """A JSON-able description of the pairing: network (preset + kwargs or class + kwargs), SDE
+        (class name + constructor parameters), parameterisation, noise conditioning, discrete_steps.
+
+        Rebuild with :meth:`from_config`; load the weights separately with ``load_state_dict``.
+        """
+        if callable(self.noise_cond_rule):
+            raise ValueError("a ScoreModel with a callable noise_cond cannot be described by a config")
+        net_cfg = getattr(self.net, "network_config", None)
+        if net_cfg is None:
+            raise ValueError(f"{type(self.net).__name__} carries no network_config; build it with "
+                             "scoresde.nn.build_network(preset, **kwargs) to make it restorable")
+        return {"network": dict(net_cfg), "sde": sde_config(self.sde), "parameterization": self.parameterization,
+                "noise_cond": self.noise_cond_rule, "discrete_steps": self.discrete_steps}
+
+    @classmethod
+    def from_config(cls, config: dict, *, sde=None) -> ScoreModel:
+        """Rebuild a ScoreModel from :meth:`config` (``sde=`` overrides the SDE, e.g. a user-defined one)."""
+        from scoresde.nn.presets import build_network
+
+        missing = {"network", "sde", "parameterization", "noise_cond"} - set(config)
+        if missing:
+            raise ValueError(f"ScoreModel config lacks the keys {sorted(missing)}")
+        net_cfg = config["network"]
+        net = build_network(net_cfg["preset"], **net_cfg.get("kwargs", {}))
+        sde = sde if sde is not None else sde_from_config(config["sde"])
+        return cls(net, sde, config["parameterization"], config["noise_cond"],
+                   discrete_steps=config.get("discrete_steps"))
+
+
+def sde_config(sde) -> dict:
+    """``{"class": name, "params": {...}}`` from the SDE's constructor parameters (read back as attributes)."""
+    params = {}
+    for name, p in inspect.signature(type(sde).__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = getattr(sde, name, getattr(sde, "_" + name, p.default))
+        if not isinstance(value, (int, float, str, bool, type(None))):
+            raise ValueError(f"cannot describe {type(sde).__name__}.{name}={value!r} in a config; "
+                             "pass sde= to ScoreModel.from_config instead")
+        params[name] = value
+    return {"class": type(sde).__name__, "params": params}
+
+
+def sde_from_config(config: dict):
+    """Rebuild a built-in SDE (``VESDE``, ``VPSDE``, ``SubVPSDE``) from :func:`sde_config`'s dict."""
+    known = {name: getattr(sde_lib, name) for name in ("VESDE", "VPSDE", "SubVPSDE")}
+    name = config.get("class")
+    if name not in known:
+        raise ValueError(f"unknown SDE class {name!r}; built-in ones are {sorted(known)} "
+                         "(pass sde= for your own)")
+    return known[name](**config.get("params", {}))
