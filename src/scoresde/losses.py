@@ -24,7 +24,7 @@ from scoresde._checks import (
 )
 from scoresde.sde import SDE, ScoreFn
 
-__all__ = ["dsm_loss", "ssm_loss", "smld_loss", "ddpm_loss", "sample_time", "WEIGHTINGS"]
+__all__ = ["dsm_loss", "ssm_loss", "smld_loss", "ddpm_loss", "sample_time", "WEIGHTINGS", "classifier_loss"]
 
 Weighting = str | Callable[[SDE, Tensor], Tensor]
 
@@ -182,3 +182,31 @@ def ddpm_loss(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, num_steps: int = 1000,
     t = i.to(x0.dtype) * (sde.T / num_steps)
     return 2 * dsm_loss(score_fn, sde, x0, weighting="sigma2", t=t, generator=generator)
 
+
+def classifier_loss(classifier: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0: Tensor, labels: Tensor, *,
+                    eps: float = 1e-5, generator: torch.Generator | None = None,
+                    importance_sampling: bool = False) -> Tensor:
+    """Cross-entropy of a noise-conditional classifier on perturbed data, per sample (Song et al. 2021, App. I):
+
+        ℓ(x_0, y) = −log softmax(classifier(x_t, t))_y,   x_t = α(t) x_0 + σ(t) z,  t ~ U[eps, T],
+
+    so that classifier(·, t) learns p_t(y | x_t) at every noise level, as guidance needs. ``classifier(x, t)``
+    returns logits ``(B, K)``; ``labels`` are integers ``(B,)`` in ``[0, K)``. ``importance_sampling`` draws t
+    as :func:`sample_time` does and reweights, so the mean still estimates the uniform time-average.
+    """
+    check_tensor("x0", x0, min_ndim=1)
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.ndim != 1 \
+            or labels.shape[0] != x0.shape[0]:
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise TypeError(f"labels must be an integer tensor of shape ({x0.shape[0]},), got {got}")
+    t, weight = _times(sde, x0, None, eps, importance_sampling, generator)
+    xt, _, _ = _perturb(sde, x0, t, None, generator)
+    logits = classifier(xt, t)
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != x0.shape[0]:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"classifier must return logits of shape ({x0.shape[0]}, K), got {got}")
+    k = logits.shape[1]
+    if labels.device.type == "cpu" and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(f"labels must lie in [0, {k}) — the classifier returns {k} classes — got values in "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return weight * torch.nn.functional.cross_entropy(logits, labels.to(logits.device), reduction="none")

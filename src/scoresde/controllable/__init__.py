@@ -1,0 +1,40 @@
+"""Controllable generation with an unconditional score model (Song et al. 2021, Sec. 5 and App. I).
+
+Imputation for linear measurements — inpainting (:func:`inpaint`), colourisation (:func:`colorize`), any
+y = A x with orthonormal rows (:func:`sample_conditional`) — and class-conditional sampling by guidance with a
+noise-conditional classifier (:func:`guided_score_fn`). :func:`condition_mixture` gives the exact conditional
+of a Gaussian mixture, the oracle the tests compare against.
+"""
+
+from scoresde.controllable.classifier import ConvClassifier, MLPClassifier
+from scoresde.controllable.guidance import check_labels, classifier_log_prob_fn, guided_score_fn
+from scoresde.controllable.impute import colorize, inpaint, sample_conditional
+from scoresde.controllable.measurement import (
+    GreyMeasurement,
+    LinearMeasurement,
+    MaskMeasurement,
+    OrthogonalMeasurement,
+    decoupling_matrix,
+    measurement_from_svd,
+)
+from scoresde.controllable.oracle import ConditionalMixture, condition_mixture, mask_matrix
+
+__all__ = [
+    "sample_conditional",
+    "inpaint",
+    "colorize",
+    "LinearMeasurement",
+    "MaskMeasurement",
+    "GreyMeasurement",
+    "OrthogonalMeasurement",
+    "decoupling_matrix",
+    "measurement_from_svd",
+    "guided_score_fn",
+    "classifier_log_prob_fn",
+    "check_labels",
+    "MLPClassifier",
+    "ConvClassifier",
+    "ConditionalMixture",
+    "condition_mixture",
+    "mask_matrix",
+]
