@@ -39,25 +39,30 @@ class InceptionV3Features:
     Images are float ``(B, C, H, W)`` in [0, 1] (C = 1 or 3; grey is repeated to RGB), quantised to uint8
     by rounding as a saved PNG would be, then resized to 299×299 inside the network. ``features`` are the
     2048-d pool-3 activations (FID, KID); ``logits`` are the 1008-way logits without bias
-    (``logits_unbiased``, as torch-fidelity's IS uses). The network moves to the device of its input.
+    (``logits_unbiased``, as torch-fidelity's IS uses). Outputs are on the device the network ran on.
 
     Args:
         weights_path: a local copy of torch-fidelity's Inception weights (no download); default downloads.
+        device: where the network runs (inputs are moved there, e.g. CPU data-set batches to ``"cuda"``);
+            ``None`` runs it on the device of each input.
     """
 
     feature_id = "inception-v3-compat/pool3"
 
-    def __init__(self, *, weights_path: str | None = None):
+    def __init__(self, *, weights_path: str | None = None, device=None):
         require_torch_fidelity()
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
                                                feature_extractor_weights_path=weights_path)
+        self.device = None if device is None else torch.device(device)
         self.net.eval()
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
         x = check_images(images)
+        if self.device is not None:
+            x = x.to(self.device, non_blocking=True)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         if x.shape[1] != 3:
