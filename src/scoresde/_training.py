@@ -34,18 +34,22 @@ def build_sde(cfg: C.SDEConfig):
 
 
 def build_model(cfg: C.ModelConfig, sde, data_shape: tuple) -> nn.Module:
-    """Network preset ``cfg.network`` (with ``cfg.options``) wrapped into a score model ``forward(x, t)``."""
+    """Network preset ``cfg.network`` (with ``cfg.options``) wrapped into a score model ``forward(x, t)``.
+
+    The MLP preset gets ``dim`` from the data shape unless the options name it.
+    """
+    from scoresde.nn.presets import build_network
     from scoresde.score import ScoreModel
 
+    options = dict(cfg.options)
     if cfg.network == "mlp":
-        from scoresde.nn.mlp import MLPScoreNet
-
-        net = MLPScoreNet(**{"dim": int(torch.Size(data_shape).numel()), **cfg.options})
-    else:
-        from scoresde.nn import build_network
-
-        net = build_network(cfg.network, **cfg.options)
-    return ScoreModel(net, sde, parameterization=cfg.parameterization, noise_cond=cfg.noise_cond)
+        options.setdefault("dim", int(torch.Size(data_shape).numel()))
+    try:
+        net = build_network(cfg.network, **options)
+    except ValueError as err:
+        raise C.ConfigError(f"model.network={cfg.network!r}: {err}") from err
+    return ScoreModel(net, sde, parameterization=cfg.parameterization, noise_cond=cfg.noise_cond,
+                      discrete_steps=cfg.discrete_steps or None)
 
 
 def build_loss(cfg: C.LossConfig):

@@ -45,7 +45,8 @@ class DataConfig:
 class ModelConfig:
     network: str = "mlp"  # preset of scoresde.nn.build_network
     parameterization: str = "eps"  # eps | score | x0
-    noise_cond: str = "999t"  # 999t | sigma | t
+    noise_cond: str = "999t"  # 999t | sigma | t | discrete_index
+    discrete_steps: int = 0  # > 0: condition on / convert with a discrete chain of this many steps
     options: dict = field(default_factory=dict)  # extra keyword arguments of the network
 
 
@@ -139,11 +140,11 @@ def _cifar(network: str, sde: str, ema: float, *, deep: bool = False, **loss) ->
     ve = sde == "ve"
     return Config(
         data=DataConfig(name="cifar10", random_flip=True, centered=not ve),
-        model=ModelConfig(network=network + ("_deep" if deep else ""), parameterization="score" if ve else "eps",
-                          noise_cond="sigma" if ve else "999t"),
+        model=ModelConfig(network=f"{network}_deep_cifar10" if deep else f"{network}_cifar10",
+                          parameterization="score" if ve else "eps", noise_cond="sigma" if ve else "999t"),
         sde=sde_cfg, loss=LossConfig(**loss), optim=OptimConfig(ema_decay=ema),
         training=TrainingConfig(steps=950000 if deep else 1300000, workdir=f"runs/{network}_{sde}"),
-        sampling=SamplingConfig(predictor="reverse_diffusion", corrector="langevin", snr=0.16 if not ve else 0.16,
+        sampling=SamplingConfig(predictor="reverse_diffusion", corrector="langevin", snr=0.16,
                                 eps=1e-5 if ve else 1e-3),
     )
 
@@ -151,7 +152,8 @@ def _cifar(network: str, sde: str, ema: float, *, deep: bool = False, **loss) ->
 def _ncsn_cifar10() -> Config:
     return Config(
         data=DataConfig(name="cifar10", random_flip=True, centered=False, dequantize=False),
-        model=ModelConfig(network="ncsn_cifar10", parameterization="score", noise_cond="sigma"),
+        model=ModelConfig(network="ncsn_cifar10", parameterization="score", noise_cond="discrete_index",
+                          discrete_steps=10),
         sde=SDEConfig(name="ve", sigma_min=0.01, sigma_max=1.0), loss=LossConfig(name="smld", num_scales=10, eps=0.0),
         optim=OptimConfig(lr=1e-3, warmup=0, grad_clip=0.0, ema_decay=0.0),
         training=TrainingConfig(steps=200000, workdir="runs/ncsn_cifar10"),
@@ -189,7 +191,7 @@ def _toy2d() -> Config:
 def _digits() -> Config:
     return Config(
         data=DataConfig(name="digits", centered=True, dequantize=True),
-        model=ModelConfig(network="digits_unet"),
+        model=ModelConfig(network="digits"),
         loss=LossConfig(weighting="likelihood", importance_sampling=True),
         optim=OptimConfig(lr=2e-3, warmup=200, ema_decay=0.999),
         training=TrainingConfig(steps=4000, batch_size=128, log_every=100, ckpt_every=1000, workdir="runs/digits"),
@@ -332,12 +334,14 @@ def _toml_module():
     return tomli
 
 
-def load_toml(path: str) -> Config:
-    """Read a TOML file: an optional top-level ``preset = "name"`` then ``[section]`` tables of overrides."""
+def load_toml(path: str, base: Config | None = None) -> Config:
+    """Read a TOML file: an optional top-level ``preset = "name"`` (which replaces ``base``), then
+    ``[section]`` tables applied on top of it."""
     with open(path, "rb") as f:
         d = _toml_module().load(f)
     name = d.pop("preset", None)
-    base = preset(name) if name is not None else Config()
+    if name is not None:
+        base = preset(name)
     return from_dict(d, base)
 
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -138,12 +139,13 @@ def _trim_metrics(path: str, step: int) -> None:
 
 
 def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, say=print) -> TrainResult:
+          max_seconds: float | None = None, progress: bool = True, say=print) -> TrainResult:
     """Train the score model described by ``cfg`` (or the given ``model``, an nn.Module whose forward is a
     ``score_fn(x, t)``) in ``cfg.training.workdir``.
 
     ``resume`` continues from the newest readable checkpoint; ``stop_after`` exits the process hard
-    (``os._exit``, like a kill) once that many steps have run — used to test resumption.
+    (``os._exit``, like a kill) once that many steps have run — used to test resumption. ``max_seconds``
+    ends training early (with a checkpoint) once that much wall time has passed.
     """
     tc, oc = cfg.training, cfg.optim
     device = _device(tc.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -181,8 +183,9 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
     from tqdm.auto import tqdm
 
     bar = tqdm(total=tc.steps, initial=step, disable=not (progress and master and sys.stderr.isatty()), desc="train")
-    losses, last_ckpt = [], None
-    while step < tc.steps:
+    losses, last_ckpt, started = [], None, time.monotonic()
+    end = tc.steps
+    while step < end:
         # learning rate for this step (warm-up)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, oc)
@@ -217,19 +220,22 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
         step += 1
         losses.append((step, loss_value))
         bar.update(1)
+        if max_seconds is not None and _out_of_time(started, max_seconds, world, device):
+            end = step  # finish this step as the last one (log, checkpoint, sample, evaluate)
         # log, checkpoint, sample, evaluate
-        if master and (step % tc.log_every == 0 or step == tc.steps):
-            row = {"step": step, "loss": loss_value, "lr": optimizer.param_groups[0]["lr"]}
+        if master and (step % tc.log_every == 0 or step == end):
+            recent = [v for _, v in losses[-tc.log_every:]]
+            row = {"step": step, "loss": sum(recent) / len(recent), "lr": optimizer.param_groups[0]["lr"]}
             _append_json(metrics_path, row)
             bar.set_postfix(loss=f"{loss_value:.4g}")
             if bar.disable:
                 say(json.dumps(row))
-        if master and (step % tc.ckpt_every == 0 or step == tc.steps):
+        if master and (step % tc.ckpt_every == 0 or step == end):
             last_ckpt = ckpt.save_checkpoint(_state(step, raw_model, ema, optimizer, cfg), tc.workdir, keep=tc.keep)
-        if master and tc.sample_every and (step % tc.sample_every == 0 or step == tc.steps):
+        if master and tc.sample_every and (step % tc.sample_every == 0 or step == end):
             path = save_samples(ema.module, sde, cfg, data, step, device)
             say(f"step {step}: samples written to {path}")
-        if master and tc.eval_every and (step % tc.eval_every == 0 or step == tc.steps):
+        if master and tc.eval_every and (step % tc.eval_every == 0 or step == end):
             row = {"step": step, **evaluate(ema.module, sde, cfg, data, device)}
             _append_json(metrics_path, row)
             say(json.dumps(row))
@@ -238,6 +244,14 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
             os._exit(0)  # a hard exit, like a kill: no clean-up, no final checkpoint
     bar.close()
     return TrainResult(raw_model, ema, step, losses, tc.workdir)
+
+
+def _out_of_time(started: float, max_seconds: float, world: int, device) -> bool:
+    """True once ``max_seconds`` have passed on any process (all processes agree, so none waits forever)."""
+    late = torch.tensor(float(time.monotonic() - started > max_seconds), device=device)
+    if world > 1:
+        torch.distributed.all_reduce(late, op=torch.distributed.ReduceOp.MAX)
+    return bool(late)
 
 
 def _state(step: int, raw_model: nn.Module, ema: EMA, optimizer, cfg: C.Config) -> dict:
