@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ __all__ = ["DigitsClassifier", "DigitsScores", "DigitsQuality", "train_digits_cl
 # Bump when the architecture, the data or the training recipe change: it keys the cache file.
 DIGITS_CLASSIFIER_VERSION = "digits-cnn-v1"
 CACHE_ENV = "SCORESDE_CACHE"
-_SEED, _EPOCHS, _BATCH, _LR = 0, 20, 64, 3e-3
+_SEED, _EPOCHS, _BATCH, _LR = 0, 12, 64, 3e-3
 
 
 def default_cache_dir(cache_dir=None) -> Path:
@@ -188,16 +189,28 @@ def _scores(model: DigitsClassifier, x: Tensor, reference: FeatureStats) -> Digi
     return DigitsScores(fd, class_kl, float(probs.max(1).values.mean()), x.shape[0])
 
 
+# Per-classifier (train-split statistics, held-out floor), computed on first use; dropped with the classifier.
+_REFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reference_and_floor(model: DigitsClassifier) -> tuple[FeatureStats, DigitsScores]:
+    if model not in _REFERENCE:
+        from scoresde.data import load_digits
+
+        with torch.no_grad():
+            reference = feature_stats(model.features(load_digits("train")))
+        _REFERENCE[model] = (reference, _scores(model, load_digits("test"), reference))
+    return _REFERENCE[model]
+
+
 def digits_quality(samples: Tensor, *, classifier: DigitsClassifier | None = None, cache_dir=None) -> DigitsQuality:
     """Digits FD, class balance and confidence of ``samples`` (8×8 in [0, 1]) and of the held-out floor.
 
     The FD is biased upward by finite samples (about ∝ 1/n): compare samples and floor at similar n
-    (the test split has 297 digits; use a few hundred samples or more).
+    (the test split has 297 digits; use a few hundred samples or more). The train-split statistics and
+    the floor are computed once per classifier object (do not train a classifier after passing it here).
     """
-    from scoresde.data import load_digits
-
     x = _digits_input(samples).float().cpu()
     model = classifier if classifier is not None else load_digits_classifier(cache_dir=cache_dir)
-    with torch.no_grad():
-        reference = feature_stats(model.features(load_digits("train")))
-    return DigitsQuality(_scores(model, x, reference), _scores(model, load_digits("test"), reference))
+    reference, floor = _reference_and_floor(model)
+    return DigitsQuality(_scores(model, x, reference), floor)
