@@ -65,6 +65,14 @@ def test_reference_stats_cached_and_reloaded(reference):
         reference_stats(Exploding(), TinyNet(), dataset_id="cifar10", cache_path=path)
 
 
+def test_reference_from_a_torchvision_dataset_of_pil_images():
+    import torchvision
+
+    data = torchvision.datasets.FakeData(size=20, image_size=(3, 16, 16), num_classes=2)  # PIL images, no download
+    stats = reference_stats(data, TinyNet(), dataset_id="fake", batch_size=8, keep_features=0, progress=False)
+    assert stats.n == 20 and stats.resolution == (16, 16) and stats.features is None and stats.dataset_id == "fake"
+
+
 def test_full_path_fid_equals_direct_computation(reference):
     stats, _ = reference
     net = TinyNet()

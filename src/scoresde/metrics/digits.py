@@ -68,10 +68,8 @@ class DigitsClassifier(nn.Module):
         return torch.relu(self.fc1(h.flatten(1)))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, 10)``."""
         return self.fc2(self.features(x))
-
-    def __call__(self, x: Tensor) -> Tensor:  # keeps nn.Module semantics; typed for readers
-        return super().__call__(x)
 
 
 def _digits_input(images, name: str = "samples") -> Tensor:
