@@ -117,6 +117,16 @@ def test_bad_measurements_raise_clear_errors():
         sample_conditional(lambda x, t: -x, sd.VPSDE(), torch.eye(2), torch.zeros(4, 2), (4, 2))
 
 
+def test_float32_images_keep_dtype_and_known_pixels():
+    """(B, C, H, W) float32 input: output of the same shape and dtype, known pixels bit-exact."""
+    x_known = torch.rand(3, 2, 4, 4, generator=seeded(20))
+    mask = (torch.rand(2, 4, 4, generator=seeded(21)) > 0.5).float()
+    res = inpaint(lambda x, t: -x, sd.VPSDE(), x_known, mask, steps=30, generator=seeded(22))
+    assert res.x.shape == x_known.shape and res.x.dtype == torch.float32
+    assert torch.equal(res.x[:, mask.bool()], x_known[:, mask.bool()])
+    assert res.nfe == 30 + 30 + 1  # predictor + corrector per step + the final Tweedie step
+
+
 # ------------------------------------------------------------------------------------- samplers vs the oracle
 def _check_conditional(x_free, cond_means, cond_var, cond_weights, *, weight_tol, mean_tol, var_rtol):
     w = _component_weights(x_free, cond_means, cond_var)

@@ -52,7 +52,8 @@ class LinearMeasurement:
         raise NotImplementedError
 
     def adjoint(self, y: Tensor) -> Tensor:
-        """Aᵀ y, batched: ``y -> (B, ...)`` shaped like the data."""
+        """Aᵀ y, batched (data-shaped for masks and grey channels, flattened ``(B, D)`` for
+        :class:`OrthogonalMeasurement`, whose y does not carry the data's shape)."""
         raise NotImplementedError
 
     def y_shape(self, x_shape) -> tuple[int, ...]:
