@@ -111,7 +111,10 @@ class ScoreModel(nn.Module):
         if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] != x.shape[0]:
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"t must be a tensor of shape ({x.shape[0]},) (one time per sample), got {got}")
-        out = self.net_output(x, t, class_labels)
+        return self.output_to_score(self.net_output(x, t, class_labels), x, t)
+
+    def output_to_score(self, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
+        """Convert a network output at ``(x, t)`` into the score (identity for ``"score"``)."""
         if self.parameterization == "score":
             return out
         alpha, std = self.coeffs(t)
