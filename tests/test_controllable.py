@@ -205,7 +205,7 @@ def test_denoised_inpainting_has_no_residual_noise(sde, eps):
     mix = sd.GaussianMixture([0.5, 0.5], [[0.0, -1.0, 1.0], [0.0, 1.0, 0.5]], 1e-4)
     mask = torch.tensor([1.0, 0.0, 0.0])
     x_known = torch.zeros(500, 3, dtype=F64)
-    kw = dict(steps=200, eps=eps, generator=seeded(14))
+    kw = dict(steps=100, eps=eps, generator=seeded(14))
     res = inpaint(mix.score_fn(sde), sde, x_known, mask, **kw)
     noisy = inpaint(mix.score_fn(sde), sde, x_known, mask, denoise=False, **kw)
     sigma_eps = float(sde.marginal_coeffs(torch.tensor([eps], dtype=F64))[1])
