@@ -160,7 +160,7 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
 
     data = load_data(cfg.data, tc.seed)
     sde = build_sde(cfg.sde)
-    raw_model = (model if model is not None else build_model(cfg.model, sde, data.shape)).to(device)
+    raw_model = (model if model is not None else _seeded_build(cfg, sde, data.shape)).to(device)
     loss_fn = build_loss(cfg.loss)
     ema = EMA(raw_model, oc.ema_decay)
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=oc.eps,
@@ -244,6 +244,17 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
             os._exit(0)  # a hard exit, like a kill: no clean-up, no final checkpoint
     bar.close()
     return TrainResult(raw_model, ema, step, losses, tc.workdir)
+
+
+def _seeded_build(cfg: C.Config, sde, data_shape: tuple) -> nn.Module:
+    """Build the model with its initial weights drawn from ``training.seed``, so a run is reproducible.
+
+    Modules draw their initial weights from the global generator; it is forked here (``fork_rng``) and
+    restored on exit, so the caller's random state is left exactly as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(make_generator(cfg.training.seed, -3, 0).get_state())
+        return build_model(cfg.model, sde, data_shape)
 
 
 def _out_of_time(started: float, max_seconds: float, world: int, device) -> bool:
