@@ -164,7 +164,8 @@ class ExplodingScore(nn.Module):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    with pytest.raises(TrainingDiverged, match=r"loss is inf at step 4; stopping. Last good checkpoint: .*ckpt_000000003.pt"):
+    message = r"loss is inf at step 4; stopping. Last good checkpoint: .*ckpt_000000003.pt"
+    with pytest.raises(TrainingDiverged, match=message):
         train(toy_cfg(tmp_path, "training.steps=10"), model=ExplodingScore(good=4), **QUIET)
     paths = list_checkpoints(str(tmp_path))
     assert [os.path.basename(p) for p in paths] == ["ckpt_000000003.pt"]
