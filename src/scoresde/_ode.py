@@ -53,10 +53,12 @@ def integrate(fn: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t0: float, t1:
     else:
         check_positive("rtol", rtol)
         check_positive("atol", atol)
-        # step_t: end the last step exactly at t1. Without it torchdiffeq's adaptive solvers may step past
-        # t1 and interpolate back, evaluating fn outside [t0, t1] (e.g. at t < 0, where no score exists).
-        ys = torchdiffeq.odeint(counted, y0, times, rtol=rtol, atol=atol, method=method,
-                                options={"step_t": times[1:]})
+        # Keep every evaluation of fn inside [t0, t1]: step_t ends the last step exactly at t1 (torchdiffeq
+        # otherwise steps past t1 and interpolates back, e.g. to t < 0 where no score exists), and a first
+        # step of 1 % of the interval replaces torchdiffeq's initial-step heuristic, whose trial evaluation
+        # can land far beyond t1 when fn is small at t0 (VE near t = 0). The step size adapts from there.
+        opts = {"step_t": times[1:], "first_step": abs(t1 - t0) * 1e-2}
+        ys = torchdiffeq.odeint(counted, y0, times, rtol=rtol, atol=atol, method=method, options=opts)
     return ys[-1], counted.nfe
 
 
