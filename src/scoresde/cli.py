@@ -16,55 +16,60 @@ from scoresde import config as C
 __all__ = ["main", "build_parser", "resolve_config"]
 
 
-def _add_config_args(p: argparse.ArgumentParser, *, preset_default: str | None = "toy2d") -> None:
-    p.add_argument("--preset", default=preset_default, choices=sorted(C.PRESETS),
-                   help="start from this preset (default: %(default)s)")
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="toy2d", choices=sorted(C.PRESETS), metavar="NAME",
+                   help=f"start from this preset, one of {', '.join(sorted(C.PRESETS))} (default: %(default)s)")
     p.add_argument("--config", metavar="FILE.toml", default=None,
-                   help="TOML file with [section] tables (and optionally preset = \"name\"); applied after --preset "
+                   help="TOML file of [section] tables, optionally with preset = \"name\"; applied after --preset "
                         "(default: none)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override one field, checked against its type; repeatable (default: none)")
+    _add_set(p)
     p.add_argument("--dry-run", action="store_true", help="print the resolved config as TOML and exit (default: off)")
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override one config field, checked against its type; repeatable (default: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models: train, sample, "
-                                     "evaluate likelihoods.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     "evaluate likelihoods. Every command takes --help.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a score model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train a score model (torchrun for several GPUs)")
     _add_config_args(p)
     p.add_argument("--workdir", default=None, help="run directory (default: training.workdir of the config)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest readable checkpoint in workdir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest readable checkpoint in the workdir (default: off; without it an "
+                        "existing run is an error)")
     p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
-                   help="exit hard after this many steps, like a kill (for testing resumption)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="exit hard after this many steps, like a kill, to test resumption (default: never)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
 
     for name, what in (("sample", "draw samples from a trained model (EMA weights)"),
-                       ("likelihood", "test-set bits/dim (or NLL) through the probability-flow ODE")):
-        p = sub.add_parser(name, help=what, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--workdir", required=True, help="run directory holding the checkpoints")
-        p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the newest in workdir)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                       help="override a field of the stored config (sampling.*, eval.*); repeatable")
-        p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-        p.add_argument("--seed", type=int, default=0, help="seed of the sampling / probe generator")
+                       ("likelihood", "test-set bits/dim (or NLL for 2-D data) through the probability-flow ODE")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--workdir", required=True, help="run directory holding the checkpoints (required)")
+        p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the newest in the workdir)")
+        _add_set(p)
+        p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit (default: off)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator (default: %(default)s)")
         if name == "sample":
-            p.add_argument("--out", default=None, help="output PNG (images) or .pt (2-D points) "
-                                                       "(default: WORKDIR/samples.png or .pt)")
+            p.add_argument("--out", default=None, help="output file: PNG grid for images, .pt tensor for 2-D "
+                                                       "points (default: WORKDIR/samples.png or samples.pt)")
 
-    p = sub.add_parser("show-config", help="print a resolved config as TOML",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("show-config", help="print a resolved config as TOML")
     _add_config_args(p)
 
-    p = sub.add_parser("demo", help="train on the embedded 8x8 digits (CPU, minutes) and show samples, bits/dim",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--outdir", default="demo_out", help="where the grid, loss plot and metrics go")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's tuned value)")
-    p.add_argument("--quick", action="store_true", help="a few steps only, to check that everything runs")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="override a field of the demo's config; repeatable")
-    p.add_argument("--dry-run", action="store_true", help="print the demo's config and exit")
+    p = sub.add_parser("demo", help="train on the embedded 8x8 digits (CPU, ~10 min) and report samples, bits/dim")
+    p.add_argument("--outdir", default="demo_out", help="where the grid, loss plot and figures go "
+                                                         "(default: %(default)s)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (default: the demo's tuned value, capped by a wall-time budget)")
+    p.add_argument("--quick", action="store_true", help="a few steps only, to check that everything runs "
+                                                       "(default: off)")
+    _add_set(p)
+    p.add_argument("--dry-run", action="store_true", help="print the demo's config and exit (default: off)")
     return parser
 
 
