@@ -95,7 +95,8 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False,
     with open(os.path.join(outdir, "demo.json"), "w") as f:
         json.dump(figures, f, indent=1)
     verdict = "beats" if bpd < baseline else "does NOT beat"
-    say(f"\ntest bits/dim (probability-flow ODE, {data.test.shape[0]} digits): {bpd:.3f}")
+    n_eval = min(cfg.eval.num_samples or data.test.shape[0], data.test.shape[0])
+    say(f"\ntest bits/dim (probability-flow ODE, {n_eval} digits): {bpd:.3f}")
     say(f"independent per-pixel histogram baseline:                {baseline:.3f}  -> the model {verdict} it")
     say(f"samples (left: PC sampler, {pc.nfe} evaluations | middle: ODE, {ode.nfe} | right: real): {grid_path}")
     say(f"loss plot: {loss_path or 'skipped (pip install scoresde[plot])'}")
