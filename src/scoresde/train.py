@@ -68,8 +68,11 @@ class DataSource:
     levels: int | None  # discrete levels for dequantisation / bits per dim (None: continuous data)
 
 
-def load_data(cfg: C.DataConfig, seed: int) -> DataSource:
-    """The training data named by ``cfg`` (toy sets are drawn once from a generator seeded by ``seed``)."""
+def load_data(cfg: C.DataConfig, seed: int, *, test_images: int = 0) -> DataSource:
+    """The training data named by ``cfg`` (toy sets are drawn once from a generator seeded by ``seed``).
+
+    For torchvision sets the test split is loaded only when ``test_images`` > 0 (that many images, in memory).
+    """
     if cfg.name in D.TOY_DATASETS:
         n = cfg.toy_size
         train = D.sample_toy(cfg.name, n, generator=make_generator(seed, -1, 0))
@@ -80,7 +83,11 @@ def load_data(cfg: C.DataConfig, seed: int) -> DataSource:
     if cfg.name in D.IMAGE_DATASETS:
         kw = dict(download=cfg.download, image_size=cfg.image_size or None, center_crop=cfg.center_crop or None)
         train = D.image_dataset(cfg.name, cfg.root, split="train", **kw)
-        return DataSource(train, None, tuple(train[0][0].shape), 256)
+        test = None
+        if test_images > 0:
+            test_set = D.image_dataset(cfg.name, cfg.root, split="test", **kw)
+            test = torch.stack([test_set[i][0] for i in range(min(test_images, len(test_set)))])
+        return DataSource(train, test, tuple(train[0][0].shape), 256)
     raise C.ConfigError(f"unknown data.name {cfg.name!r}; choose a toy set {sorted(D.TOY_DATASETS)}, 'digits' "
                         f"or an image set {list(D.IMAGE_DATASETS)}")
 
@@ -158,7 +165,7 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
                             f"processes × grad_accum = {chunks}")
     micro = tc.batch_size // chunks
 
-    data = load_data(cfg.data, tc.seed)
+    data = load_data(cfg.data, tc.seed, test_images=(cfg.eval.num_samples or 10000) if tc.eval_every else 0)
     sde = build_sde(cfg.sde)
     raw_model = (model if model is not None else _seeded_build(cfg, sde, data.shape)).to(device)
     loss_fn = build_loss(cfg.loss)
