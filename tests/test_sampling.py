@@ -54,6 +54,7 @@ def test_reproduces_mixture(sde_name, sampler):
     assert abs(rel) < spread_tolerance(N) + bias, f"{sampler} on {sde_name}: spread off by {rel:+.3%}"
 
 
+@pytest.mark.slow  # ~15 s CPU each: beyond the default run's budget on 2 shared cores
 @pytest.mark.parametrize("sde_name", sorted(BUILTIN_SDES))
 def test_error_shrinks_with_steps(sde_name):
     """Coarse grids are biased well beyond sampling noise (≥ 8 %, measured); 5-10× more steps remove most
