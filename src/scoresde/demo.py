@@ -29,8 +29,9 @@ from scoresde import data as D
 
 __all__ = ["demo_config", "run_demo", "DEMO_TRAIN_SECONDS"]
 
-#: Cap on the training wall time of the demo (the rest — sampling, likelihood — takes about two minutes on a CPU).
-DEMO_TRAIN_SECONDS = 360.0
+#: Cap on the training wall time of the demo; sampling and the test-set likelihood (297 digits, ODE tolerance
+#: 1e-4, ~130 evaluations) take the rest of the ten minutes on two CPU cores.
+DEMO_TRAIN_SECONDS = 300.0
 
 
 def demo_config(*, quick: bool = False, steps: int | None = None) -> C.Config:
@@ -39,7 +40,7 @@ def demo_config(*, quick: bool = False, steps: int | None = None) -> C.Config:
         "training.batch_size=64", "training.log_every=25", "training.ckpt_every=500", "training.workdir=demo_out/run",
         "optim.lr=2e-3", "optim.warmup=100", "optim.ema_decay=0.99", "optim.grad_clip=1.0",
         "sampling.steps=150", "sampling.num_samples=64", "sampling.rtol=1e-4", "sampling.atol=1e-4",
-        "eval.rtol=1e-5", "eval.atol=1e-5",
+        "eval.rtol=1e-4", "eval.atol=1e-4",
     ])
     n = steps if steps is not None else (3 if quick else 4000)
     cfg = C.apply_overrides(cfg, [f"training.steps={n}"])
