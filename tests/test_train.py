@@ -171,3 +171,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert [os.path.basename(p) for p in paths] == ["ckpt_000000003.pt"]
     state = load_checkpoint(paths[-1])
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_autocast_and_compile_on_cuda(tmp_path):
+    cfg = toy_cfg(tmp_path, "training.steps=20", "training.device=cuda", "training.amp=bf16", "training.compile=true")
+    result = train(cfg, **QUIET)
+    assert next(result.model.parameters()).is_cuda
+    losses = torch.tensor([v for _, v in result.losses])
+    assert torch.isfinite(losses).all() and losses[-5:].mean() < losses[:5].mean()
