@@ -8,7 +8,8 @@
 PNG grids go to ``--out`` (``controllable_inpaint.png``, ``controllable_classes.png``). Colourisation needs
 colour images; it is demonstrated on the exact 3-channel Gaussian-mixture oracle in the tests instead.
 
-    python examples/controllable_digits.py            # a few minutes on a CPU
+    python examples/controllable_digits.py            # defaults: for a GPU or a free CPU (~5 s per score-model
+                                                      # step was measured on 2 heavily shared CPU cores)
     python examples/controllable_digits.py --quick    # seconds: a smoke run with tiny budgets
 """
 
