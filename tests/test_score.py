@@ -106,8 +106,8 @@ def test_score_model_errors():
         ScoreModel(nn.Identity(), sd.VPSDE(), "eps", "log")
     with pytest.raises(ValueError, match="discrete_steps"):
         ScoreModel(nn.Identity(), sd.VPSDE(), "eps", "discrete_index")
-    with pytest.raises(ValueError, match="MyVP has none"):
-        ScoreModel(nn.Identity(), MyVP(), "eps", discrete_steps=10)
+    # An SDE without a DDPM chain takes discrete_steps with its continuous σ(t): see the test below.
+    assert ScoreModel(nn.Identity(), MyVP(), "eps", discrete_steps=10).discrete_std is None
     with pytest.raises(TypeError, match="marginal_coeffs"):
         ScoreModel(nn.Identity(), object())
     with pytest.raises(ValueError, match=r"t must be a tensor of shape \(2,\)"):
@@ -117,3 +117,15 @@ def test_score_model_errors():
     with pytest.raises(ValueError, match="unknown SDE class 'Foo'"):
         ScoreModel.from_config({"network": {"preset": "mlp"}, "sde": {"class": "Foo"}, "parameterization": "eps",
                                 "noise_cond": "999t"})
+
+
+def test_discrete_index_on_a_ladder_without_a_chain_uses_sigma_of_t():
+    """NCSN's VE ladder has no DDPM table: its discrete std is σ(t_i) itself (the ncsn_cifar10 preset)."""
+    import scoresde as sd
+
+    ve = sd.VESDE(sigma_min=0.01, sigma_max=1.0)
+    model = sd.ScoreModel(sd.nn.MLPScoreNet(2), ve, "eps", "discrete_index", discrete_steps=10)
+    t = torch.linspace(0, 1, 10)
+    assert model.discrete_std is None
+    assert torch.allclose(model.coeffs(t)[1], ve.marginal_coeffs(t)[1])
+    assert torch.allclose(model.noise_cond(t), torch.arange(10.0))

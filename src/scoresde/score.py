@@ -58,10 +58,10 @@ class ScoreModel(nn.Module):
         self.discrete_steps = None if discrete_steps is None else check_int("discrete_steps", discrete_steps, minimum=2)
         if noise_cond == "discrete_index" and discrete_steps is None:
             raise ValueError("noise_cond='discrete_index' needs discrete_steps=N (the number of discrete steps)")
-        if discrete_steps is not None:
-            if not callable(getattr(sde, "discrete_betas", None)):
-                raise ValueError(f"discrete_steps needs an SDE with a discrete chain (discrete_betas(N)); "
-                                 f"{type(sde).__name__} has none")
+        self.register_buffer("discrete_std", None, persistent=False)
+        # A DDPM chain (discrete_betas) has its own std table; without one (e.g. the VE ladder of NCSN, whose
+        # levels are σ(t_i) exactly) the continuous σ(t) at the ladder times is already the discrete std.
+        if discrete_steps is not None and callable(getattr(sde, "discrete_betas", None)):
             betas = sde.discrete_betas(discrete_steps, dtype=torch.float64)
             self.register_buffer("discrete_std", torch.sqrt(-torch.expm1(torch.cumsum(torch.log1p(-betas), 0))),
                                  persistent=False)
@@ -96,7 +96,7 @@ class ScoreModel(nn.Module):
     def coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(α(t), σ(t)) used to convert the output into a score (the discrete table when discrete_steps)."""
         alpha, std = self._marginal_coeffs(t)
-        if self.discrete_steps is not None:
+        if self.discrete_std is not None:
             idx = (t * (self.discrete_steps - 1)).long().clamp(0, self.discrete_steps - 1)
             std = self.discrete_std.to(t.device)[idx].to(std.dtype)
         return alpha, std
