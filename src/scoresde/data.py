@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from scoresde._checks import check_choice, check_int, check_positive
+from scoresde.bpd import bits_per_dim
 
 __all__ = [
     "DIGITS_LEVELS", "load_digits", "digits_histogram_bpd", "TOY_DATASETS", "sample_toy", "image_dataset",
@@ -237,11 +238,9 @@ def dequantize(u: Tensor, levels: int, *, generator: torch.Generator | None = No
 
 
 def discrete_bits_per_dim(logp: Tensor, dim: int, *, levels: int, scale: float) -> Tensor:
-    """Bits/dim of dequantised discrete data from a model-space log-density (nats), see module docstring.
-
-    ``scale`` is ``a`` in ``y = a·u + b`` (2 for centred data, 1 otherwise); ``levels`` is L.
-    """
-    return -(logp + dim * math.log(scale)) / (dim * math.log(2)) + math.log2(levels)
+    """Bits/dim of dequantised discrete data from a model-space log-density (nats): the one formula of
+    :func:`scoresde.bpd.bits_per_dim`, with ``scale`` = a in y = a·u + b and ``levels`` = L."""
+    return bits_per_dim(logp, dim, scale=scale, levels=levels)
 
 
 def _gen_device(generator, x):
