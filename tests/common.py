@@ -1,5 +1,7 @@
 """Shared test helpers (importable as ``tests.common``)."""
 
+import math
+
 import torch
 
 import scoresde as sd
@@ -18,3 +20,16 @@ def two_mode_mixture():
 
 def seeded(seed=1234):
     return torch.Generator().manual_seed(seed)
+
+
+class OrnsteinUhlenbeck(sd.SDE):
+    """dx = −x dt + sqrt(2) dw, written by a user with only the three primitives."""
+
+    def drift(self, x, t):
+        return -x
+
+    def diffusion(self, t):
+        return torch.full_like(t, math.sqrt(2.0))
+
+    def marginal_coeffs(self, t):
+        return torch.exp(-t), torch.sqrt(-torch.expm1(-2 * t))

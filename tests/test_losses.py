@@ -9,19 +9,7 @@ import torch
 import scoresde as sd
 from scoresde._checks import append_dims
 from scoresde.losses import WEIGHTINGS, ddpm_loss, dsm_loss, sample_time, smld_loss, ssm_loss
-from tests.common import BUILTIN_SDES, two_mode_mixture
-
-
-class OrnsteinUhlenbeck(sd.SDE):
-    def drift(self, x, t):
-        return -x
-
-    def diffusion(self, t):
-        return torch.full_like(t, math.sqrt(2.0))
-
-    def marginal_coeffs(self, t):
-        return torch.exp(-t), torch.sqrt(-torch.expm1(-2 * t))
-
+from tests.common import BUILTIN_SDES, OrnsteinUhlenbeck, two_mode_mixture
 
 SDES = {**BUILTIN_SDES, "ou": OrnsteinUhlenbeck}
 

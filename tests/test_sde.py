@@ -6,20 +6,7 @@ import pytest
 import torch
 
 import scoresde as sd
-from tests.common import BUILTIN_SDES
-
-
-class OrnsteinUhlenbeck(sd.SDE):
-    """dx = −x dt + sqrt(2) dw, written by a user with only the three primitives."""
-
-    def drift(self, x, t):
-        return -x
-
-    def diffusion(self, t):
-        return torch.full_like(t, math.sqrt(2.0))
-
-    def marginal_coeffs(self, t):
-        return torch.exp(-t), torch.sqrt(-torch.expm1(-2 * t))
+from tests.common import BUILTIN_SDES, OrnsteinUhlenbeck
 
 
 def vp_as_linear():
