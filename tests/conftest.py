@@ -13,3 +13,12 @@ def gen():
 @pytest.fixture(params=sorted(BUILTIN_SDES))
 def builtin_sde(request):
     return BUILTIN_SDES[request.param]()
+
+
+@pytest.fixture
+def one_thread():
+    """Bit-identical CPU losses need the same reduction order in every process: one thread while the test runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,12 +18,7 @@ TINY = ["--set", "training.steps=4", "--set", "model.options.hidden=16", "--set"
         "--set", "training.batch_size=32", "--set", "data.toy_size=500", "--set", "training.log_every=2"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_show_config_and_dry_run_print_the_resolved_config(capsys, tmp_path):

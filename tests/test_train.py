@@ -17,13 +17,7 @@ from scoresde.train import TrainingDiverged, lr_at, train
 QUIET = dict(progress=False, say=lambda *a, **k: None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bit-identical CPU losses need the same reduction order in every process: one thread everywhere."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_cfg(workdir, *extra):
