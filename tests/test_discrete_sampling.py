@@ -6,13 +6,15 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.discrete.bound import vlb
+from scoresde.discrete.bound import vlb, vlb_term
 from scoresde.discrete.chain import DiscreteChain
 from scoresde.discrete.convert import eps_net_to_score_fn, score_fn_to_eps_net
 from scoresde.discrete.kernel import GaussianReverseKernel
 from scoresde.discrete.objectives import (
     FixedProposal,
     LossSecondMomentSampler,
+    bound_weight_proposal,
+    bound_weights,
     hybrid_loss,
     simple_loss,
     vlb_estimate,
@@ -49,6 +51,34 @@ def test_importance_sampled_bound_is_unbiased():
     assert float(est.mean()) == pytest.approx(float(full.mean()), abs=4 * se)
     counts = torch.bincount(i, minlength=12).double() / n  # i ~ p
     assert torch.allclose(counts, proposal.probs(), atol=5 * math.sqrt(0.2 / n))
+
+
+@pytest.mark.parametrize("var_type", ["beta", "beta_tilde"])
+def test_bound_weights_are_the_weight_of_the_eps_error_in_each_term(var_type):
+    """L_i(ε̂_a) − L_i(ε̂_b) = w_i (‖ε − ε̂_a‖² − ‖ε − ε̂_b‖²) at every i, the decoder (i = 0) included."""
+    chain = DiscreteChain(linear_betas(15, 1e-3, 0.3))
+    n, g = 15, seeded(8)
+    x0, noise = torch.randn(n, 3, dtype=torch.float64, generator=g), torch.randn(n, 3, dtype=torch.float64, generator=g)
+    eps_a, eps_b = torch.randn(2, n, 3, dtype=torch.float64, generator=g)
+    i = torch.arange(n)
+
+    def term(eps_hat):
+        kernel = GaussianReverseKernel(chain, lambda x, j: eps_hat, var_type=var_type)
+        return vlb_term(kernel, x0, i, noise=noise, decoder="gaussian")
+
+    w = bound_weights(GaussianReverseKernel(chain, torch.zeros_like, var_type=var_type))
+    expected = w * (((noise - eps_a) ** 2).sum(1) - ((noise - eps_b) ** 2).sum(1))
+    torch.testing.assert_close(term(eps_a) - term(eps_b), expected, rtol=1e-9, atol=1e-9)
+    if var_type == "beta":  # σ² = β: w = β / (2 α (1 − ᾱ))
+        torch.testing.assert_close(w, chain.betas / (2 * chain.alphas * (1 - chain.alpha_bar)))
+    p = bound_weight_proposal(GaussianReverseKernel(chain, torch.zeros_like, var_type=var_type)).probs()
+    torch.testing.assert_close(p, w / w.sum())
+
+
+def test_bound_weights_reject_a_learned_variance():
+    chain = DiscreteChain(linear_betas(5, 1e-3, 0.3))
+    with pytest.raises(ValueError, match="var_type 'beta' or 'beta_tilde'.*'learned_range'"):
+        bound_weights(GaussianReverseKernel(chain, torch.zeros_like, var_type="learned_range"))
 
 
 def test_loss_second_moment_sampler():

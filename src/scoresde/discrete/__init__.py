@@ -26,6 +26,8 @@ from scoresde.discrete.objectives import (
     FixedProposal,
     LossSecondMomentSampler,
     UniformSampler,
+    bound_weight_proposal,
+    bound_weights,
     hybrid_loss,
     simple_loss,
     vlb_estimate,
@@ -38,5 +40,6 @@ __all__ = [
     "linear_betas", "cosine_betas", "sohl_dickstein_betas", "check_betas",
     "normal_kl", "gaussian_log_prob", "discretized_gaussian_log_prob", "prior_kl", "vlb_term", "vlb",
     "bits_per_dim", "simple_loss", "hybrid_loss", "vlb_estimate", "UniformSampler", "FixedProposal",
+    "bound_weights", "bound_weight_proposal",
     "LossSecondMomentSampler", "sample_chain", "eps_net_to_score_fn", "score_fn_to_eps_net",
 ]

@@ -8,7 +8,8 @@
 - Importance sampling of t for the bound (Nichol & Dhariwal 2021, §3.3, eq. 18): with t ~ p_t, the
   estimate L_T + L_t / p_t is unbiased for L for any proposal with p_t > 0. :class:`LossSecondMomentSampler`
   uses p_t ∝ sqrt(E[L_t²]) from the last ``history`` values of each term (uniform until every term has
-  that many); :class:`FixedProposal` takes the user's p.
+  that many); :class:`FixedProposal` takes the user's p; :func:`bound_weight_proposal` gives the fixed
+  p_t ∝ w_t, the weight of ‖ε − ε̂‖² in the term L_t (the discrete likelihood weighting).
 
 Losses are per sample; the trainer reduces.
 """
@@ -25,7 +26,7 @@ from scoresde.discrete.bound import DECODERS, prior_kl, term_from_kernel_output
 from scoresde.discrete.kernel import GaussianReverseKernel
 
 __all__ = ["simple_loss", "hybrid_loss", "vlb_estimate", "TimestepSampler", "UniformSampler", "FixedProposal",
-           "LossSecondMomentSampler"]
+           "LossSecondMomentSampler", "bound_weights", "bound_weight_proposal"]
 
 
 # ---------------------------------------------------------------------------- t proposals
@@ -71,6 +72,39 @@ class FixedProposal(TimestepSampler):
 
     def probs(self):
         return self._p
+
+
+def bound_weights(kernel: GaussianReverseKernel) -> Tensor:
+    """w_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)), ``(T,)`` float64: the bound's term is w_t ‖ε − ε̂‖² + const.
+
+    For an ε-prediction the reverse mean is μ_θ = (x_t − β_t ε̂ / sqrt(1 − ᾱ_t)) / sqrt(α_t) (Ho et al. 2020,
+    eq. 11), so μ̃_t − μ_θ = β_t (ε̂ − ε) / sqrt(α_t (1 − ᾱ_t)) and, with Σ = σ_t² I fixed, the KL term is
+    ‖μ̃_t − μ_θ‖² / (2 σ_t²) + a constant of the variances (eq. 8 – 12). The Gaussian decoder at t = 1 has the
+    same weight, since 1 − ᾱ_1 = β_1. With σ_t² = β_t, w_t = β_t / (2 α_t (1 − ᾱ_t)): the discrete form of
+    the likelihood weighting λ(t) = g(t)² of Song et al. (2021b), relative to L_simple's uniform weight.
+
+    Raises:
+        ValueError: for a learned variance, whose weights depend on the network.
+    """
+    if not isinstance(kernel, GaussianReverseKernel):
+        raise TypeError(f"kernel must be a GaussianReverseKernel, got {type(kernel).__name__}")
+    if kernel.learned_variance:
+        raise ValueError(f"bound_weights needs a fixed variance (var_type 'beta' or 'beta_tilde'), got var_type="
+                         f"{kernel.var_type!r}, whose weights depend on the network")
+    c = kernel.chain
+    log_var = torch.log(c.betas) if kernel.var_type == "beta" else c.log_posterior_var_clipped
+    return c.betas**2 / (2 * torch.exp(log_var) * c.alphas * (1 - c.alpha_bar))
+
+
+def bound_weight_proposal(kernel: GaussianReverseKernel) -> FixedProposal:
+    """The proposal p_t ∝ :func:`bound_weights`: importance sampling of t for the bound.
+
+    It is the variance-minimising proposal when the ε error ‖ε − ε̂‖² is about the same at every t, as at
+    initialisation; then L_t / p_t is near constant and the one-term estimate of :func:`vlb_estimate` has a
+    small variance, where a uniform t would be dominated by the large weights at small t (the continuous
+    analogue is the importance sampling of Song et al. 2021b, §5).
+    """
+    return FixedProposal(bound_weights(kernel))
 
 
 class LossSecondMomentSampler(TimestepSampler):
