@@ -99,10 +99,10 @@ def bound_weights(kernel: GaussianReverseKernel) -> Tensor:
 def bound_weight_proposal(kernel: GaussianReverseKernel) -> FixedProposal:
     """The proposal p_t ∝ :func:`bound_weights`: importance sampling of t for the bound.
 
-    It is the variance-minimising proposal when the ε error ‖ε − ε̂‖² is about the same at every t, as at
-    initialisation; then L_t / p_t is near constant and the one-term estimate of :func:`vlb_estimate` has a
-    small variance, where a uniform t would be dominated by the large weights at small t (the continuous
-    analogue is the importance sampling of Song et al. 2021b, §5).
+    When the ε error ‖ε − ε̂‖² is about the same at every t (as early in training), the error part of
+    L_t / p_t is then the same at every t, and the one-term estimate of :func:`vlb_estimate` has a small
+    variance, where a uniform t would be dominated by the large weights at small t. The continuous analogue is
+    the importance sampling of the likelihood-weighted loss in Song et al. (2021b).
     """
     return FixedProposal(bound_weights(kernel))
 
