@@ -56,6 +56,19 @@ def test_unet_shapes_dtypes_and_time_dependence(variant, size):
     assert (a - b).abs().amax() > 1e-6 * a.abs().amax()
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_out_channels_sets_the_output_channels_only(variant):
+    """out_channels = 2C (ε and a variance for a learned-variance kernel) for every option combination."""
+    size = 16 if variant == "hires" else 8
+    torch.manual_seed(0)  # parameter init only
+    net = ScoreUNet(image_size=size, in_channels=2, out_channels=4, **VARIANTS[variant])
+    x = torch.rand(3, 2, size, size, generator=torch.Generator().manual_seed(0))
+    out = net(x, torch.tensor([0.5, 3.0, 20.0]))
+    assert out.shape == (3, 4, size, size) and torch.isfinite(out).all()
+    same = ScoreUNet(image_size=size, in_channels=2, out_channels=2, **VARIANTS[variant])
+    assert n_params(same) == n_params(ScoreUNet(image_size=size, in_channels=2, **VARIANTS[variant]))
+
+
 def test_gradient_reaches_every_trainable_parameter():
     torch.manual_seed(0)
     for net, x, nc in [
@@ -147,6 +160,10 @@ def test_clear_errors():
         DDPMUNet(nf=16, image_size=8, ch_mult=(1, 2))
     with pytest.raises(ValueError, match=r"x must have shape \(B, 4\)"):
         MLPScoreNet(4)(torch.randn(3, 5), torch.rand(3))
+    with pytest.raises(ValueError, match="out_channels must be a positive int or None.*got 0"):
+        ScoreUNet(image_size=8, out_channels=0, **TINY)
+    with pytest.raises(ValueError, match="out_channels must be a positive int or None.*got 2.0"):
+        DDPMUNet(image_size=8, nf=32, ch_mult=(1, 2), out_channels=2.0)
     with pytest.raises(ValueError, match="class-conditional"):
         ScoreUNet(image_size=8, num_classes=3, **TINY)(torch.rand(1, 3, 8, 8), torch.rand(1))
 

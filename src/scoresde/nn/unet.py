@@ -1,6 +1,7 @@
 """One U-Net for NCSN++ and DDPM++ (Song et al. 2021, App. H), and (with its options) DDPM's (Ho et al. 2020).
 
-The network maps ``(x, noise_cond[, class_labels]) -> output`` of x's shape; it knows nothing about SDEs.
+The network maps ``(x, noise_cond[, class_labels]) -> output`` of x's shape (``out_channels`` channels if
+given: 2C for a mean and a learned variance, as in Nichol & Dhariwal 2021); it knows nothing about SDEs.
 Blocks live in ``ModuleDict``s named by resolution (``enc["16x16_block0"]``, ``dec["8x8_up"]``) in
 construction order; ``forward`` reads them by name.
 
@@ -55,10 +56,13 @@ class ScoreUNet(nn.Module):
                  fir: bool = False, fir_kernel=(1, 3, 3, 1), resamp_with_conv: bool = True,
                  progressive: str = "none", progressive_input: str = "none", progressive_combine: str = "sum",
                  skip_rescale: bool = True, scale_by_sigma: bool = False, centered: bool = True,
-                 init_scale: float = 0.0, num_classes: int = 0, norm_groups: int | None = None):
+                 init_scale: float = 0.0, num_classes: int = 0, norm_groups: int | None = None,
+                 out_channels: int | None = None):
         super().__init__()
         self._check_options(locals())
-        self.image_size, self.in_channels, self.centered = image_size, in_channels, centered
+        out_channels = in_channels if out_channels is None else out_channels
+        self.image_size, self.in_channels, self.out_channels, self.centered = (image_size, in_channels,
+                                                                               out_channels, centered)
         self.scale_by_sigma, self.skip_rescale = scale_by_sigma, skip_rescale
         self.progressive, self.progressive_input = progressive, progressive_input
         self.num_levels = len(ch_mult)
@@ -82,7 +86,7 @@ class ScoreUNet(nn.Module):
         biggan = resblock_type == "biggan"
         # shared parameter-free pyramid resamplers (FIR or naive)
         self.pyramid_down = Downsample(in_channels, fir=fir, fir_kernel=fir_kernel)
-        self.pyramid_up = Upsample(in_channels, fir=fir, fir_kernel=fir_kernel)
+        self.pyramid_up = Upsample(out_channels, fir=fir, fir_kernel=fir_kernel)
 
         # encoder
         res = [image_size // 2**i for i in range(self.num_levels)]
@@ -132,7 +136,7 @@ class ScoreUNet(nn.Module):
                 self.dec[f"{r}_attn"] = AttentionBlock(ch, **attn)
             if progressive == "output_skip":
                 self.dec[f"{r}_out_norm"] = group_norm(ch, norm_groups)
-                self.dec[f"{r}_out_conv"] = conv3x3(ch, in_channels, init_scale=init_scale)
+                self.dec[f"{r}_out_conv"] = conv3x3(ch, out_channels, init_scale=init_scale)
             elif progressive == "residual" and level == self.num_levels - 1:
                 self.dec[f"{r}_out_norm"] = group_norm(ch, norm_groups)
                 self.dec[f"{r}_out_conv"] = conv3x3(ch, ch)
@@ -146,7 +150,7 @@ class ScoreUNet(nn.Module):
         assert not skips
         if progressive != "output_skip":
             self.out_norm = group_norm(ch, norm_groups)
-            self.out_conv = conv3x3(ch, in_channels, init_scale=init_scale)
+            self.out_conv = conv3x3(ch, out_channels, init_scale=init_scale)
 
     # ------------------------------------------------------------------------- checks
     @staticmethod
@@ -158,6 +162,9 @@ class ScoreUNet(nn.Module):
         if not isinstance(size, int) or size < 1 or size % 2 ** (levels - 1):
             raise ValueError(f"image_size must be a positive multiple of 2**(len(ch_mult) - 1) = {2 ** (levels - 1)} "
                              f"for ch_mult={tuple(opts['ch_mult'])}, got {size!r}")
+        out = opts["out_channels"]
+        if out is not None and (isinstance(out, bool) or not isinstance(out, int) or out < 1):
+            raise ValueError(f"out_channels must be a positive int or None (= in_channels), got {out!r}")
         if opts["scale_by_sigma"] and opts["embedding_type"] != "fourier":
             raise ValueError("scale_by_sigma divides by noise_cond = σ, which needs embedding_type='fourier'")
         if opts["progressive_combine"] == "cat" and opts["progressive_input"] == "residual":
