@@ -13,7 +13,11 @@ the index); fixed variance Σ = β_t. Objective (``--objective``):
 - ``vlb`` (default): the bound itself, one importance-sampled term per image (``vlb_estimate``) with the
   proposal p_i ∝ β_i / (α_i (1 − ᾱ_i)), the weight of ‖ε − ε̂‖² in the term L_i (``bound_weight_proposal``)
   — the discrete form of the likelihood weighting with importance sampling of Song et al. 2021b;
-- ``simple``: DDPM's L_simple (uniform t, unweighted ε error).
+- ``simple``: DDPM's L_simple (uniform t, unweighted ε error); with ``--var learned_range`` the hybrid loss
+  L_simple + 0.001 L_vlb of Nichol & Dhariwal 2021 (the bound trains only the variance).
+
+``--var learned_range`` gives the net a second output channel for the variance, interpolated between β̃_t and
+β_t in the log domain (Nichol & Dhariwal 2021, eq. 15).
 
 Reported on the 297 test digits; every bits/dim figure is an upper bound on −log2 P(k)/D of the 17-level codes:
 
@@ -54,6 +58,7 @@ from scoresde.discrete import (
     GaussianReverseKernel,
     bound_weight_proposal,
     eps_net_to_score_fn,
+    hybrid_loss,
     sample_chain,
     simple_loss,
     vlb,
@@ -89,8 +94,9 @@ class Float32Net(torch.nn.Module):
 
 
 def train(net, chain, data, args, generator):
-    kernel = GaussianReverseKernel(chain, net)
-    proposal = bound_weight_proposal(kernel)
+    kernel = GaussianReverseKernel(chain, net, var_type=args.var)
+    # the weights of Σ = β_t: a fixed positive proposal, so also unbiased for a learned variance
+    proposal = bound_weight_proposal(GaussianReverseKernel(chain, net))
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     warmup = max(args.steps // 20, 1)  # linear warm-up, then cosine decay to zero
@@ -103,6 +109,8 @@ def train(net, chain, data, args, generator):
         y = dequantize(data[idx], generator).float()
         if args.objective == "vlb":
             loss = vlb_estimate(kernel, y, sampler=proposal, generator=generator, decoder="gaussian")[0] / dim
+        elif kernel.learned_variance:  # L_simple for the mean, λ L_vlb for the variance (uniform t)
+            loss = hybrid_loss(kernel, y, generator=generator, decoder="gaussian")[0]
         else:
             loss = simple_loss(kernel, y, generator=generator)
         loss = loss.mean()
@@ -139,6 +147,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default 1.0)")
     ap.add_argument("--ema", type=float, default=0.998, help="EMA decay (default 0.998)")
     ap.add_argument("--objective", choices=("vlb", "simple"), default="vlb", help="training objective (default vlb)")
+    ap.add_argument("--var", choices=("beta", "learned_range"), default="beta",
+                    help="reverse variance: fixed β_t, or learned between β̃_t and β_t (2-channel net; default beta)")
     ap.add_argument("--num-steps", type=int, default=1000, help="chain length N (default 1000)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the initialisation and noise (default 0)")
@@ -152,7 +162,7 @@ def main(argv=None) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)  # network initialisation only (a script may seed; the library never does)
-        net = build_network("digits")
+        net = build_network("digits", out_channels=2 if args.var != "beta" else None)
     train_k, test_k = D.load_digits("train", levels=True), D.load_digits("test", levels=True)
     dim = test_k[0].numel()
     sde = sd.VPSDE()
@@ -172,7 +182,7 @@ def main(argv=None) -> dict:
     print(f"trained in {train_s:.0f} s", flush=True)
     ema.eval()
     net64 = Float32Net(ema)
-    kernel = GaussianReverseKernel(chain, net64)
+    kernel = GaussianReverseKernel(chain, net64, var_type=args.var)
 
     res = {"baseline": round(D.digits_histogram_bpd(), 4)}
     t0 = time.time()
@@ -189,20 +199,20 @@ def main(argv=None) -> dict:
     print(f"bounds done in {vlb_s:.0f} s: {res}", flush=True)
 
     t0 = time.time()
-    score_fn = eps_net_to_score_fn(net64, sde, args.num_steps)
+    score_fn = eps_net_to_score_fn(net64, sde, args.num_steps, eps_channels=test_k.shape[1])
     ll = log_likelihood(score_fn, sde, y, rtol=args.tol, atol=args.tol, generator=gen)
     res["ode"] = mean_se(dequantized_bpd(ll.logp, dim, scale=SCALE, levels=LEVELS))
     ode_bpd = dequantized_bpd(ll.logp, dim, scale=SCALE, levels=LEVELS)
     bound_bpd = dequantized_bpd(-cont.total, dim, scale=SCALE, levels=LEVELS)
     res["ode_minus_vlb_dequantized"] = mean_se(ode_bpd - bound_bpd)  # paired: same y
     res.update(ode_nfe=ll.nfe, ode_tol=args.tol, ode_s=round(time.time() - t0, 1), train_s=round(train_s, 1),
-               vlb_s=round(vlb_s, 1), steps=args.steps, objective=args.objective, num_steps=args.num_steps,
-               test_images=len(test_k), threads=args.threads, loaded=args.load)
+               vlb_s=round(vlb_s, 1), steps=args.steps, objective=args.objective, var=args.var,
+               num_steps=args.num_steps, test_images=len(test_k), threads=args.threads, loaded=args.load)
     if args.samples:
         from torchvision.utils import save_image
 
         with torch.no_grad():
-            x = sample_chain(GaussianReverseKernel(chain, ema), (64, 1, 8, 8), generator=gen)
+            x = sample_chain(GaussianReverseKernel(chain, ema, var_type=args.var), (64, 1, 8, 8), generator=gen)
         k = torch.round((x.clamp(-1 - DELTA, 1 + DELTA) + 1) * (LEVELS - 1) / 2).clamp(0, LEVELS - 1)
         save_image(k / (LEVELS - 1), args.samples, nrow=8, padding=1)
     print(json.dumps(res, indent=1))
