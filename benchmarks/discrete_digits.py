@@ -27,7 +27,9 @@ Reported on the 297 test digits; every bits/dim figure is an upper bound on −l
   parts (L_T, decoder L_0, KL terms by index band);
 - ``vlb_discretized``: the bound with the discretised decoder at the bin centres x_k (a bound on the
   discrete NLL directly). With 17 levels a bin is far wider than sqrt(β_1), so this bound pays KL terms for
-  precision below the bin that a discretised decoder cannot give back (docs/discrete.md);
+  precision below the bin that a discretised decoder cannot give back (docs/discrete.md); ``--merge-first K``
+  also reports it for the chain whose first K + 1 steps are merged into one, so that the decoder starts from
+  the noise level 1 − ᾱ_{K+1} (same net);
 - ``ode``: −log p_eps(y) of the VP probability-flow ODE of the converted score
   (``eps_net_to_score_fn``; Hutchinson divergence), at the same y, through the same formula.
 
@@ -93,6 +95,27 @@ class Float32Net(torch.nn.Module):
         return self.net(x.float(), i.float()).to(x.dtype)
 
 
+class ShiftedNet(torch.nn.Module):
+    """``net(x, j + k)``: the full chain's network on a chain whose index 0 is the full chain's index k."""
+
+    def __init__(self, net, k):
+        super().__init__()
+        self.net, self.k = net, k
+
+    def forward(self, x, j):
+        return self.net(x, j + self.k)
+
+
+def merged_chain(chain, k):
+    """The chain with its first k + 1 steps merged into one: β'_1 = 1 − ᾱ_{k+1}, then β_{k+2}, …, β_T.
+
+    Its ᾱ' are the full chain's ᾱ from index k on, so q(x_j | x_0) and the posteriors at j ≥ 1 are the full
+    chain's at j + k and the trained net applies there (:class:`ShiftedNet`); only the decoder changes: it
+    starts from the noise level 1 − ᾱ_{k+1}. Its bound is a bound for this shorter chain, with the same net.
+    """
+    return DiscreteChain(torch.cat([1 - chain.alpha_bar[k:k + 1], chain.betas[k + 1:]]), monotone=False)
+
+
 def train(net, chain, data, args, generator):
     kernel = GaussianReverseKernel(chain, net, var_type=args.var)
     # the weights of Σ = β_t: a fixed positive proposal, so also unbiased for a learned variance
@@ -149,6 +172,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--objective", choices=("vlb", "simple"), default="vlb", help="training objective (default vlb)")
     ap.add_argument("--var", choices=("beta", "learned_range"), default="beta",
                     help="reverse variance: fixed β_t, or learned between β̃_t and β_t (2-channel net; default beta)")
+    ap.add_argument("--merge-first", type=int, nargs="*", default=[], metavar="K",
+                    help="also report the discretised bound of the chain whose first K + 1 steps are merged")
     ap.add_argument("--num-steps", type=int, default=1000, help="chain length N (default 1000)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the initialisation and noise (default 0)")
@@ -195,6 +220,10 @@ def main(argv=None) -> dict:
         disc = vlb(kernel, x_c, generator=gen, num_levels=LEVELS)
         res["vlb_discretized"] = mean_se(bits_per_dim(disc.total, x_c))
         res["vlb_discretized_parts"] = parts(disc, x_c)
+        for k in args.merge_first:
+            merged = GaussianReverseKernel(merged_chain(chain, k), ShiftedNet(net64, k), var_type=args.var)
+            res[f"vlb_discretized_merge_{k}"] = mean_se(bits_per_dim(vlb(merged, x_c, generator=gen,
+                                                                          num_levels=LEVELS).total, x_c))
     vlb_s = time.time() - t0
     print(f"bounds done in {vlb_s:.0f} s: {res}", flush=True)
 
