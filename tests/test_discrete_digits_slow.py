@@ -1,6 +1,6 @@
 """Issue 6's real-data result: a DDPM trained on the digits beats the per-pixel baseline.
 
-Runs ``benchmarks/discrete_digits.py`` as documented (4000 steps; about 11 min on 2 CPU cores). The thresholds
+Runs ``benchmarks/discrete_digits.py`` as documented (4000 steps; 10 min on 2 CPU cores). The thresholds
 are statistical: each figure is a mean over the 297 test digits with its standard error (SE), and the claims
 must hold by 3 SE. Training matters here: after 1500 steps the bound already beats the baseline (1.998 ± 0.016
 bits/dim) but the ODE likelihood of that net was worse than its bound (+0.043 ± 0.012).
