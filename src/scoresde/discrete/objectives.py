@@ -92,8 +92,8 @@ def bound_weights(kernel: GaussianReverseKernel) -> Tensor:
         raise ValueError(f"bound_weights needs a fixed variance (var_type 'beta' or 'beta_tilde'), got var_type="
                          f"{kernel.var_type!r}, whose weights depend on the network")
     c = kernel.chain
-    log_var = torch.log(c.betas) if kernel.var_type == "beta" else c.log_posterior_var_clipped
-    return c.betas**2 / (2 * torch.exp(log_var) * c.alphas * (1 - c.alpha_bar))
+    var = c.betas if kernel.var_type == "beta" else torch.exp(c.log_posterior_var_clipped)
+    return c.betas**2 / (2 * var * c.alphas * (1 - c.alpha_bar))
 
 
 def bound_weight_proposal(kernel: GaussianReverseKernel) -> FixedProposal:
