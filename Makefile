@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow test-gpu lint demo bench clean
+.PHONY: test test-slow test-gpu lint demo bench-gpu clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test-gpu: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
+
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu.py --out benchmarks/results/gpu
 
 demo: $(STAMP)
 	$(VENV)/bin/scoresde demo
