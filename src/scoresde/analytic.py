@@ -13,6 +13,7 @@ it against the truth. Data of any shape ``(B, ...)`` is flattened to ``(B, D)`` 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -33,7 +34,8 @@ class GaussianMixture:
     Parameters are kept in float64; computations run in the dtype and on the device of the input.
     """
 
-    def __init__(self, weights, means, stds):
+    def __init__(self, weights: Tensor | Sequence[float], means: Tensor | Sequence[Sequence[float]],
+                 stds: Tensor | Sequence | float):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")

@@ -45,7 +45,7 @@ def log_abs_scale(scale, dim: int) -> float | Tensor:
     return dim * math.log(abs(scale))
 
 
-def bits_per_dim(logp: Tensor, dim: int, *, scale=1.0, n_bits: int | None = None,
+def bits_per_dim(logp: Tensor, dim: int, *, scale: float | Tensor = 1.0, n_bits: int | None = None,
                  levels: int | None = None) -> Tensor:
     """Upper bound on −log2 P(x)/D for discrete data from a model-space log-density (module docstring).
 
@@ -56,7 +56,8 @@ def bits_per_dim(logp: Tensor, dim: int, *, scale=1.0, n_bits: int | None = None
             variational dequantiser pass log p(y) − log q(u|x).
         dim: D, the number of values per sample.
         scale: the scaler ``a`` (a number, or a tensor of D per-dimension factors); the shift b does not enter.
-        n_bits / levels: bit depth n, or the number of levels L for data that is not n-bit (e.g. 17).
+        n_bits: bit depth n (L = 2**n).
+        levels: the number of levels L, for data that is not n-bit (e.g. 17); give n_bits or levels.
     """
     check_int("dim", dim)
     if not isinstance(logp, Tensor) or not logp.is_floating_point():

@@ -18,6 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from scoresde import checkpoint as ckpt
@@ -52,7 +53,8 @@ class Run:
     path: str
 
 
-def load_run(path: str, *, weights: str = "ema", step: int | None = None, map_location="cpu") -> Run:
+def load_run(path: str, *, weights: str = "ema", step: int | None = None,
+             map_location: str | torch.device = "cpu") -> Run:
     """Read a run directory written by ``train`` (or a folder written by :func:`export_run`) back as a model.
 
     Args:

@@ -42,7 +42,7 @@ class DiscreteChain:
         monotone: require a non-decreasing schedule (see :func:`check_betas`).
     """
 
-    def __init__(self, betas, *, monotone: bool = True):
+    def __init__(self, betas: Tensor, *, monotone: bool = True):
         self.betas = check_betas(betas, monotone=monotone)
         self.T = self.betas.numel()
         b = self.betas

@@ -20,6 +20,7 @@ index ``i`` ``(B,)`` (t = i + 1); it never sees the chain.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,8 @@ class GaussianReverseKernel:
             computed without it, so it is off by default).
     """
 
-    def __init__(self, chain: DiscreteChain, net, *, mean_type: str = "eps", var_type: str = "beta",
+    def __init__(self, chain: DiscreteChain, net: Callable[[Tensor, Tensor], Tensor], *,
+                 mean_type: str = "eps", var_type: str = "beta",
                  clip_x0: bool = False):
         if not isinstance(chain, DiscreteChain):
             raise TypeError(f"chain must be a DiscreteChain, got {type(chain).__name__}")

@@ -17,7 +17,7 @@ from scoresde.discrete.kernel import GaussianReverseKernel, KernelOutput
 __all__ = ["sample_chain"]
 
 
-def sample_chain(kernel: GaussianReverseKernel, shape, *, generator: torch.Generator | None = None,
+def sample_chain(kernel: GaussianReverseKernel, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
                  x_T: Tensor | None = None, device=None, dtype=torch.float32,
                  callback: Callable[[int, Tensor, KernelOutput], None] | None = None,
                  progress: bool = False) -> Tensor:

@@ -12,7 +12,7 @@ FID depends on the number of samples (the estimate is biased upwards, roughly âˆ
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -65,7 +65,8 @@ def _progress(total: int, desc: str, progress: bool | None):
     return tqdm(total=total, desc=desc, unit="img", disable=disable)
 
 
-def reference_stats(data, feature_fn, *, dataset_id: str, cache_path=None, batch_size: int = 250,
+def reference_stats(data: Iterable, feature_fn: Callable, *, dataset_id: str, cache_path: str | Path | None = None,
+                    batch_size: int = 250,
                     keep_features: int = 5000, generator: torch.Generator | None = None,
                     progress: bool | None = None) -> FeatureStats:
     """Feature statistics of a data set, read from ``cache_path`` when present, else computed and written there.
@@ -101,10 +102,10 @@ def reference_stats(data, feature_fn, *, dataset_id: str, cache_path=None, batch
     return stats
 
 
-def evaluate_samples(sampler: Sampler, reference: FeatureStats, *, num_samples: int, feature_fn,
-                     batch_size: int = 250, metrics=_METRICS, generator: torch.Generator | None = None,
+def evaluate_samples(sampler: Sampler, reference: FeatureStats, *, num_samples: int, feature_fn: Callable,
+                     batch_size: int = 250, metrics: Iterable[str] = _METRICS, generator: torch.Generator | None = None,
                      seed: int = 0, kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
-                     save_dir=None, progress: bool | None = None) -> EvalResult:
+                     save_dir: str | Path | None = None, progress: bool | None = None) -> EvalResult:
     """FID / KID / IS of ``num_samples`` samples drawn batch by batch from ``sampler``.
 
     Args:

@@ -59,12 +59,14 @@ def sqrtm_psd(cov: Tensor) -> Tensor:
     return (evecs * evals.sqrt()) @ evecs.T
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
     """Squared Fréchet distance d² between N(mu1, sigma1) and N(mu2, sigma2) (the FID formula).
 
     Args:
-        mu1, mu2: means, shape ``(F,)``.
-        sigma1, sigma2: covariances, shape ``(F, F)``, symmetric positive-semidefinite (singular is fine).
+        mu1: mean of the first Gaussian, shape ``(F,)``.
+        sigma1: its covariance, ``(F, F)``, symmetric positive-semidefinite (singular is fine).
+        mu2: mean of the second Gaussian, ``(F,)``.
+        sigma2: its covariance, ``(F, F)``.
     Returns:
         d² ≥ 0 as a Python float (FID reports d², not d).
     """

@@ -49,7 +49,7 @@ class InceptionV3Features:
 
     feature_id = "inception-v3-compat/pool3"
 
-    def __init__(self, *, weights_path: str | None = None, device=None):
+    def __init__(self, *, weights_path: str | None = None, device: torch.device | str | None = None):
         require_torch_fidelity()
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
