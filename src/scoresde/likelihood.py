@@ -146,7 +146,8 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: Tensor, *, divergence: str = 
         probes: Hutchinson probes per sample (their estimates are averaged; ignored for ``"exact"``).
         eps: start time of the ODE; the result is log p_eps, the density the paper reports.
         method: the ODE solver — ``"dopri5"`` (torchdiffeq, on x's device) by default; ``"rk45"`` is scipy's
-            solver, as in the official code, for parity; any of ``scoresde._ode.METHODS`` (fixed-step ones take ``steps``).
+            solver, as in the official code, for parity; any of ``scoresde._ode.METHODS`` (fixed-step ones
+            take ``steps``).
         rtol: relative tolerance of an adaptive solver.
         atol: absolute tolerance of an adaptive solver.
         steps: number of steps of a fixed-step solver.
