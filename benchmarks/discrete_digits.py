@@ -178,6 +178,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the initialisation and noise (default 0)")
     ap.add_argument("--tol", type=float, default=1e-5, help="ODE rtol = atol (default 1e-5)")
+    ap.add_argument("--test-images", type=int, default=None, help="evaluate on the first N test digits (default all)")
     ap.add_argument("--save", type=str, default=None, metavar="DIR",
                     help="save the trained EMA weights as a checkpoint in this directory")
     ap.add_argument("--load", type=str, default=None, metavar="FILE",
@@ -190,7 +191,7 @@ def main(argv=None) -> dict:
     with torch.random.fork_rng():
         torch.manual_seed(args.seed)  # network initialisation only (a script may seed; the library never does)
         net = build_network("digits", out_channels=2 if args.var != "beta" else None)
-    train_k, test_k = D.load_digits("train", levels=True), D.load_digits("test", levels=True)
+    train_k, test_k = D.load_digits("train", levels=True), D.load_digits("test", levels=True)[: args.test_images]
     dim = test_k[0].numel()
     sde = sd.VPSDE()
     chain = DiscreteChain.from_sde(sde, args.num_steps)
