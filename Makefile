@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow test-gpu lint demo bench-gpu docs clean
+.PHONY: test test-slow test-gpu lint demo bench-gpu reproduce docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(STAMP)
 
 bench-gpu: $(STAMP)
 	$(PY) benchmarks/gpu.py --out benchmarks/results/gpu
+
+reproduce: $(STAMP)
+	$(PY) benchmarks/papers.py
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
