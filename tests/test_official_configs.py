@@ -22,6 +22,7 @@ from scoresde.interop.official import (
     official_network,
     official_network_kwargs,
     official_score_model,
+    resolve_official_config,
 )
 from scoresde.nn import presets as presets_module
 from scoresde.nn.layers import ResBlock
@@ -96,6 +97,8 @@ def test_ncsn_is_refused_before_any_other_field_is_read(model_name):
         official_network({"model": {"name": model_name}})
     with pytest.raises(ValueError, match="cannot be built by the official"):
         load_official_checkpoint("/nonexistent/checkpoint.pth", {"model": {"name": model_name}})
+    with pytest.raises(ValueError, match="cannot be built by the official"):
+        official_score_model(nn.Identity(), {"model": {"name": model_name}})
 
 
 def test_names_resolve_and_bad_names_list_the_known_ones():
@@ -105,6 +108,12 @@ def test_names_resolve_and_bad_names_list_the_known_ones():
     assert official_config("ve/cifar10_ncsnpp")["model"]["nf"] == 128  # a fresh copy every time
     with pytest.raises(ValueError, match=r"unknown official config 've/cifar10_ncsn'(.|\n)*ve/cifar10_ncsnpp\n"):
         official_config("ve/cifar10_ncsn")
+
+    class ConfigDict:  # the official ml_collections configs are converted with to_dict()
+        def to_dict(self):
+            return official_config("ve/cifar10_ddpm")
+
+    assert resolve_official_config(ConfigDict()) == official_config("ve/cifar10_ddpm")
     # the by-name config reaches the loader: a reduced checkpoint does not fit the full-size network
     if (ROOT / "ddpmpp_vp" / "checkpoint.pth").exists():
         with pytest.raises(ValueError, match=r"shape mismatches \([1-9]"):

@@ -262,6 +262,7 @@ class SigmaIndexLabels:
 def official_score_model(net: nn.Module, config) -> tuple[ScoreModel, object]:
     """Pair ``net`` with the SDE and score convention of an official config; returns ``(ScoreModel, sde)``."""
     config = resolve_official_config(config)
+    _model_name(config)  # NCSN / NCSNv2 refused first, as everywhere
     sde_name = _field(config, "training", "sde")
     continuous = _field(config, "training", "continuous")
     name = str(sde_name).lower()

@@ -3,6 +3,7 @@
 Residual blocks with a 1×1 shortcut on channel change, GroupNorm with 32 groups (eps 1e-6), stride-2
 conv down-sampling with asymmetric (0, 1, 0, 1) padding, nearest + conv up-sampling, sinusoidal
 embedding of the timestep (999 t for the continuous VP SDE), attention at 16×16, no skip rescaling.
+``conditional=False`` drops the noise conditioning (no embedding, no per-block projection).
 """
 
 from __future__ import annotations
