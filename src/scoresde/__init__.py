@@ -1,15 +1,16 @@
 """scoresde: score-based diffusion models in PyTorch.
 
 The numerical core meets at one interface, ``score_fn(x, t) -> Tensor``: every SDE, loss, sampler and
-likelihood below accepts any such callable. Subpackages hold the rest: :mod:`scoresde.nn` (networks and the
-official-checkpoint import), :mod:`scoresde.discrete` (the 2015 diffusion model and DDPM),
+likelihood below accepts any such callable. Subpackages hold the rest: :mod:`scoresde.nn` (networks),
+:mod:`scoresde.interop` (official score_sde_pytorch checkpoints), :mod:`scoresde.discrete` (the 2015
+diffusion model and DDPM),
 :mod:`scoresde.controllable`, :mod:`scoresde.metrics`, :mod:`scoresde.data`, :mod:`scoresde.train`.
 
 Importing this package has no side effects: it chooses no device, seeds nothing, compiles nothing and
 imports no optional package.
 """
 
-from scoresde import controllable, data, discrete, metrics, nn
+from scoresde import controllable, data, discrete, interop, metrics, nn
 from scoresde.analytic import GaussianMixture
 from scoresde.bpd import bits_per_dim, uniform_dequantize
 from scoresde.checkpoint import load_checkpoint, save_checkpoint
@@ -18,9 +19,9 @@ from scoresde.dequant import VariationalDequantizer, dequantized_log_prob
 from scoresde.elbo import NLLBound, nll_bound, nll_bound_terms
 from scoresde.ema import EMA
 from scoresde.evaluate import NLLResult, evaluate_nll
+from scoresde.interop.official import load_official_checkpoint
 from scoresde.likelihood import LikelihoodResult, log_likelihood
 from scoresde.losses import WEIGHTINGS, ddpm_loss, dsm_loss, sample_time, smld_loss, ssm_loss
-from scoresde.nn.official import load_official_checkpoint
 from scoresde.sampling import (
     CORRECTORS,
     PREDICTORS,
@@ -61,5 +62,5 @@ __all__ = [
     # training utilities
     "EMA", "save_checkpoint", "load_checkpoint",
     # subpackages
-    "nn", "discrete", "controllable", "metrics", "data",
+    "nn", "interop", "discrete", "controllable", "metrics", "data",
 ]

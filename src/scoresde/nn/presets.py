@@ -1,24 +1,36 @@
 """Named network configurations and :func:`build_network`.
 
-Full-size presets are the configurations of Song et al. 2021 (score_sde_pytorch's ``configs/``) and have
-exactly their parameter counts (frozen Fourier weights included):
+Each full-size preset *equals* the network of the official score_sde_pytorch configs listed next to it
+(Song et al. 2021; same hyper-parameters, hence the same parameter count, frozen Fourier weights included);
+:data:`OFFICIAL_EQUIVALENTS` holds the same claims as data, and a test checks them against the configs.
 
-| preset | official config | parameters |
-|---|---|---|
-| ``ncsnpp_cifar10`` | ``ve/cifar10_ncsnpp_continuous`` (NCSN++ cont.) | 62,758,915 |
-| ``ncsnpp_deep_cifar10`` | ``ve/cifar10_ncsnpp_deep_continuous`` | 107,587,075 |
-| ``ncsnpp_cifar10_positional`` | ``ve/cifar10_ncsnpp``, ``vp|subvp/cifar10_ncsnpp[_continuous]`` | 62,693,251 |
-| ``ddpmpp_cifar10`` | ``vp/cifar10_ddpmpp_continuous`` (DDPM++ cont.) | 61,804,419 |
-| ``ddpmpp_deep_cifar10`` | ``subvp/cifar10_ddpmpp_deep_continuous`` | 106,632,579 |
-| ``ncsnpp_256`` | ``ve/ffhq_256_ncsnpp_continuous`` (also CelebA-HQ, LSUN 256) | 65,574,549 |
-| ``ncsnpp_1024`` | ``ve/ffhq_ncsnpp_continuous`` (FFHQ / CelebA-HQ 1024) | 105,785,896 |
-| ``ddpm_cifar10`` | ``vp/ddpm/cifar10_continuous`` (Ho et al. 2020) | 35,218,947 |
-| ``ddpm_256`` | ``vp/ddpm/celebahq`` (church, bedroom) | 111,569,923 |
+* ``ncsnpp_cifar10`` (62,758,915 parameters): ve/cifar10_ncsnpp_continuous (NCSN++ cont.)
+* ``ncsnpp_deep_cifar10`` (107,587,075): ve/cifar10_ncsnpp_deep_continuous
+* ``ncsnpp_cifar10_positional`` (62,693,251): vp/cifar10_ncsnpp_continuous, vp/cifar10_ncsnpp,
+  subvp/cifar10_ncsnpp_continuous
+* ``ddpmpp_cifar10`` (61,804,419): vp/cifar10_ddpmpp_continuous (DDPM++ cont.), vp/cifar10_ddpmpp,
+  subvp/cifar10_ddpmpp_continuous
+* ``ddpmpp_deep_cifar10`` (106,632,579): vp/cifar10_ddpmpp_deep_continuous, subvp/cifar10_ddpmpp_deep_continuous
+* ``ncsnpp_256`` (65,574,549): ve/ffhq_256_ncsnpp_continuous, ve/celebahq_256_ncsnpp_continuous,
+  ve/church_ncsnpp_continuous, ve/bedroom_ncsnpp_continuous
+* ``ncsnpp_1024`` (105,785,896): ve/ffhq_ncsnpp_continuous, ve/celebahq_ncsnpp_continuous
+* ``ddpm_cifar10`` (35,218,947): vp/ddpm/cifar10_continuous (Ho et al. 2020), vp/ddpm/cifar10,
+  subvp/cifar10_ddpm_continuous
+* ``ddpm_256`` (111,569,923): vp/ddpm/celebahq, vp/ddpm/church, vp/ddpm/bedroom
 
-Small presets: ``digits`` (8×8×1, trains on a CPU in minutes) and ``small`` (32×32×3; pass
-``image_size=28, in_channels=1`` for MNIST-sized data). ``build_network(name, **overrides)`` applies
-keyword overrides (e.g. ``nf=64``) and records ``network_config`` on the network so that a
-:class:`scoresde.score.ScoreModel` can describe and rebuild it.
+The deep NCSN++ with a sinusoidal embedding (``vp|subvp/cifar10_ncsnpp_deep_continuous``) is
+``ncsnpp_cifar10_positional`` with ``num_res_blocks=8``. The discrete-VE NCSN++ of ``ve/cifar10_ncsnpp``
+(and ``ve/celeba_ncsnpp`` at 64 px) is ``ncsnpp_cifar10_positional`` with ``centered=False`` whose output
+the official code divides by ``sigmas[index]`` (a σ table, which is no network option here:
+:class:`scoresde.interop.official.SigmaIndexScaling` adds it when importing such a checkpoint); likewise
+``ve/cifar10_ddpm`` is ``ddpm_cifar10`` with ``centered=False`` and that division.
+
+Small presets, equal to no official config: ``digits`` (8×8×1, trains on a CPU in minutes) and ``small``
+(32×32×3; pass ``image_size=28, in_channels=1`` for MNIST-sized data), ``mlp`` (toy data) and
+``ncsn_cifar10`` (the RefineNet of NCSN, Song & Ermon 2019; the official ``ve/ncsn/*`` configs cannot be
+built by the official code). ``build_network(name, **overrides)`` applies keyword overrides (e.g. ``nf=64``)
+and records ``network_config`` on the network so that a :class:`scoresde.score.ScoreModel` can describe and
+rebuild it.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from scoresde.nn.mlp import MLPScoreNet
 from scoresde.nn.ncsn import RefineNet
 from scoresde.nn.unet import ScoreUNet
 
-__all__ = ["PRESETS", "NETWORKS", "build_network"]
+__all__ = ["PRESETS", "NETWORKS", "OFFICIAL_EQUIVALENTS", "build_network"]
 
 NETWORKS = {"ScoreUNet": ScoreUNet, "DDPMUNet": DDPMUNet, "RefineNet": RefineNet, "MLPScoreNet": MLPScoreNet}
 
@@ -46,7 +58,8 @@ _NCSNPP_HIRES = dict(_NCSNPP, dropout=0.0, progressive="output_skip", progressiv
 PRESETS: dict[str, tuple[str, dict]] = {
     "ncsnpp_cifar10": ("ScoreUNet", _NCSNPP),
     "ncsnpp_deep_cifar10": ("ScoreUNet", dict(_NCSNPP, num_res_blocks=8)),
-    "ncsnpp_cifar10_positional": ("ScoreUNet", dict(_NCSNPP, embedding_type="positional", scale_by_sigma=False)),
+    "ncsnpp_cifar10_positional": ("ScoreUNet", dict(_NCSNPP, embedding_type="positional", scale_by_sigma=False,
+                                                    centered=True)),
     "ddpmpp_cifar10": ("ScoreUNet", _DDPMPP),
     "ddpmpp_deep_cifar10": ("ScoreUNet", dict(_DDPMPP, num_res_blocks=8)),
     "ncsnpp_256": ("ScoreUNet", dict(_NCSNPP_HIRES, ch_mult=(1, 1, 2, 2, 2, 2, 2), num_res_blocks=2,
@@ -65,6 +78,21 @@ PRESETS: dict[str, tuple[str, dict]] = {
                                 image_size=32, in_channels=3)),
     "ncsn_cifar10": ("RefineNet", dict(nf=128, in_channels=3, num_classes=10, image_size=32)),
     "mlp": ("MLPScoreNet", dict(dim=2, hidden=128, layers=3, embedding="positional")),
+}
+
+# preset -> the official configs (score_sde_pytorch ``configs/<name>.py``) whose network it equals
+OFFICIAL_EQUIVALENTS: dict[str, tuple[str, ...]] = {
+    "ncsnpp_cifar10": ("ve/cifar10_ncsnpp_continuous",),
+    "ncsnpp_deep_cifar10": ("ve/cifar10_ncsnpp_deep_continuous",),
+    "ncsnpp_cifar10_positional": ("vp/cifar10_ncsnpp_continuous", "vp/cifar10_ncsnpp",
+                                  "subvp/cifar10_ncsnpp_continuous"),
+    "ddpmpp_cifar10": ("vp/cifar10_ddpmpp_continuous", "vp/cifar10_ddpmpp", "subvp/cifar10_ddpmpp_continuous"),
+    "ddpmpp_deep_cifar10": ("vp/cifar10_ddpmpp_deep_continuous", "subvp/cifar10_ddpmpp_deep_continuous"),
+    "ncsnpp_256": ("ve/ffhq_256_ncsnpp_continuous", "ve/celebahq_256_ncsnpp_continuous",
+                   "ve/church_ncsnpp_continuous", "ve/bedroom_ncsnpp_continuous"),
+    "ncsnpp_1024": ("ve/ffhq_ncsnpp_continuous", "ve/celebahq_ncsnpp_continuous"),
+    "ddpm_cifar10": ("vp/ddpm/cifar10_continuous", "vp/ddpm/cifar10", "subvp/cifar10_ddpm_continuous"),
+    "ddpm_256": ("vp/ddpm/celebahq", "vp/ddpm/church", "vp/ddpm/bedroom"),
 }
 
 

@@ -19,6 +19,13 @@ Options (names of the official configs):
   the net then returns the score of the VE SDE, Song et al. 2021, App. H), ``dropout``, ``centered``
   (False: the net maps data in [0, 1] to [−1, 1] itself), ``num_classes`` (class conditioning added to
   the time embedding), ``norm_groups`` (None: min(C // 4, 32) groups; DDPM: 32).
+* ``conditional`` (default True): False builds a network without noise conditioning (no embedding, no
+  per-block projection of it); ``noise_cond`` is then ignored and may be None (the official
+  ``model.conditional=False``).
+
+Block names are part of the interface: :mod:`scoresde.interop.official` maps the official checkpoints'
+``all_modules.<i>`` entries onto them by name (``embed``, ``emb_dense0``, ``emb_dense1``, ``enc[...]``,
+``mid[...]``, ``dec[...]``, ``out_norm``, ``out_conv``), so renaming a block breaks that import.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ class ScoreUNet(nn.Module):
                  progressive: str = "none", progressive_input: str = "none", progressive_combine: str = "sum",
                  skip_rescale: bool = True, scale_by_sigma: bool = False, centered: bool = True,
                  init_scale: float = 0.0, num_classes: int = 0, norm_groups: int | None = None,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, conditional: bool = True):
         super().__init__()
         self._check_options(locals())
         out_channels = in_channels if out_channels is None else out_channels
@@ -67,15 +74,17 @@ class ScoreUNet(nn.Module):
         self.progressive, self.progressive_input = progressive, progressive_input
         self.num_levels = len(ch_mult)
         self.attn_resolutions = tuple(attn_resolutions)
-        emb_dim = 4 * nf
+        self.conditional = conditional
+        emb_dim = 4 * nf if conditional else None
 
         # noise-conditioning embedding → two dense layers (DDPM's timestep MLP)
-        if embedding_type == "fourier":
-            self.embed = GaussianFourierEmbedding(nf, fourier_scale)
-        else:
-            self.embed = SinusoidalEmbedding(nf)
-        self.emb_dense0 = linear(self.embed.out_dim, emb_dim)
-        self.emb_dense1 = linear(emb_dim, emb_dim)
+        if conditional:
+            if embedding_type == "fourier":
+                self.embed = GaussianFourierEmbedding(nf, fourier_scale)
+            else:
+                self.embed = SinusoidalEmbedding(nf)
+            self.emb_dense0 = linear(self.embed.out_dim, emb_dim)
+            self.emb_dense1 = linear(emb_dim, emb_dim)
         self.class_emb = nn.Embedding(num_classes, emb_dim) if num_classes else None
         self.num_classes = num_classes
 
@@ -167,19 +176,27 @@ class ScoreUNet(nn.Module):
             raise ValueError(f"out_channels must be a positive int or None (= in_channels), got {out!r}")
         if opts["scale_by_sigma"] and opts["embedding_type"] != "fourier":
             raise ValueError("scale_by_sigma divides by noise_cond = σ, which needs embedding_type='fourier'")
+        if opts["num_classes"] and not opts["conditional"]:
+            raise ValueError("num_classes adds class labels to the noise embedding, which needs conditional=True")
         if opts["progressive_combine"] == "cat" and opts["progressive_input"] == "residual":
             raise ValueError("progressive_combine='cat' applies to progressive_input='input_skip' only")
 
-    def _check_input(self, x: Tensor, noise_cond: Tensor):
+    def _check_input(self, x: Tensor, noise_cond: Tensor | None):
         want = (self.in_channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != want:
             raise ValueError(f"x must have shape (B, {want[0]}, {want[1]}, {want[2]}) for this network, "
                              f"got {tuple(x.shape)}")
-        if noise_cond.shape != (x.shape[0],):
+        if noise_cond is None:
+            if self.conditional or self.scale_by_sigma:
+                raise ValueError(f"noise_cond must be a tensor of shape ({x.shape[0]},) for this network, got None")
+        elif noise_cond.shape != (x.shape[0],):
             raise ValueError(f"noise_cond must have shape ({x.shape[0]},), got {tuple(noise_cond.shape)}")
 
     # ------------------------------------------------------------------------- forward
-    def embedding(self, noise_cond: Tensor, class_labels: Tensor | None) -> Tensor:
+    def embedding(self, noise_cond: Tensor | None, class_labels: Tensor | None) -> Tensor | None:
+        """The conditioning vector fed to every residual block (None for an unconditional network)."""
+        if not self.conditional:
+            return None
         e = self.embed(noise_cond).to(self.emb_dense0.weight.dtype)
         emb = self.emb_dense1(F.silu(self.emb_dense0(e)))
         if self.class_emb is not None:
@@ -188,8 +205,9 @@ class ScoreUNet(nn.Module):
             emb = emb + self.class_emb(class_labels)
         return emb
 
-    def forward(self, x: Tensor, noise_cond: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """Network output for input ``x`` (B, C, H, W) and noise conditioning ``noise_cond`` (B,)."""
+    def forward(self, x: Tensor, noise_cond: Tensor | None, class_labels: Tensor | None = None) -> Tensor:
+        """Network output for input ``x`` (B, C, H, W) and noise conditioning ``noise_cond`` (B,) (ignored,
+        and may be None, when the network is unconditional)."""
         self._check_input(x, noise_cond)
         emb = self.embedding(noise_cond, class_labels)
         h = x if self.centered else 2 * x - 1
