@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from scoresde import config as C
-from scoresde.checkpoint import CorruptCheckpointError, list_checkpoints, load_checkpoint
+from scoresde.checkpoint import CheckpointWriteError, CorruptCheckpointError, list_checkpoints, load_checkpoint
 from scoresde.data import toy_mixture
 from scoresde.rundir import WorkdirLocked
 from scoresde.train import TrainingDiverged, TrainingInterrupted, lr_at, train
+from tests.test_checkpoint import tiny_disk  # noqa: F401 (a fixture: a 2 MiB tmpfs)
 
 QUIET = dict(progress=False, say=lambda *a, **k: None)
 
@@ -250,6 +251,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert [os.path.basename(p) for p in paths] == ["ckpt_000000003.pt"]
     state = load_checkpoint(paths[-1])
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_disk_full_during_training_keeps_the_last_checkpoints(tiny_disk):  # noqa: F811
+    """Checkpoints of ~0.8 MB on a 2 MiB disk: the third does not fit next to the first two."""
+    cfg = toy_cfg(tiny_disk, "training.steps=12", "model.options.hidden=80", "model.options.layers=3")
+    with pytest.raises(CheckpointWriteError, match=r"ckpt_000000009.pt: the disk is full .*bytes free in"):
+        train(cfg, **QUIET)
+    paths = list_checkpoints(str(tiny_disk))
+    assert [os.path.basename(p) for p in paths] == ["ckpt_000000003.pt", "ckpt_000000006.pt"]
+    assert load_checkpoint(paths[-1])["step"] == 6  # intact
+    assert not [n for n in os.listdir(tiny_disk) if n.endswith(".tmp")]
 
 
 class NaNScore(nn.Module):
