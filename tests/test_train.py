@@ -2,17 +2,21 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 from torch import nn
 
 from scoresde import config as C
-from scoresde.checkpoint import list_checkpoints, load_checkpoint
+from scoresde.checkpoint import CheckpointWriteError, CorruptCheckpointError, list_checkpoints, load_checkpoint
 from scoresde.data import toy_mixture
-from scoresde.train import TrainingDiverged, lr_at, train
+from scoresde.rundir import WorkdirLocked
+from scoresde.train import TrainingDiverged, TrainingInterrupted, lr_at, train
+from tests.test_checkpoint import tiny_disk  # noqa: F401 (a fixture: a 2 MiB tmpfs)
 
 QUIET = dict(progress=False, say=lambda *a, **k: None)
 
@@ -140,8 +144,90 @@ def test_existing_run_needs_resume_and_same_architecture(tmp_path):
     train(toy_cfg(tmp_path, "training.steps=3"), **QUIET)
     with pytest.raises(FileExistsError, match="--resume"):
         train(toy_cfg(tmp_path, "training.steps=6"), **QUIET)
-    with pytest.raises(C.ConfigError, match="cannot resume from .*ckpt_000000003.pt: it was trained with model"):
+    with pytest.raises(C.ConfigError, match=r"cannot resume from .*ckpt_000000003.pt: it was trained with a "
+                                             r"different configuration \(model.options: .*'hidden': 32.*'hidden': 48"):
         train(toy_cfg(tmp_path, "training.steps=6", "model.options.hidden=48"), resume=True, **QUIET)
+    with pytest.raises(C.ConfigError, match="its weights do not fit this architecture"):  # even when allowed
+        train(toy_cfg(tmp_path, "training.steps=6", "model.options.hidden=48"), resume=True,
+              allow_config_change=True, **QUIET)
+
+
+def test_resume_refuses_a_different_experiment_unless_allowed(tmp_path):
+    train(toy_cfg(tmp_path, "training.steps=3"), **QUIET)
+    before = open(tmp_path / "metrics.jsonl").read()
+    for change, field in [("sde.beta_max=10.0", "sde.beta_max"), ("loss.weighting=likelihood", "loss.weighting"),
+                          ("data.toy_size=3000", "data.toy_size"), ("training.seed=7", "training.seed"),
+                          ("optim.lr=0.5", "optim.lr")]:
+        with pytest.raises(C.ConfigError, match=rf"different configuration \({field}: .* \(checkpoint\) -> .* "
+                                                r"\(now\)\).*allow_config_change=True"):
+            train(toy_cfg(tmp_path, "training.steps=6", change), resume=True, **QUIET)
+    assert list_checkpoints(str(tmp_path))[-1].endswith("ckpt_000000003.pt")  # refused before any step
+    assert open(tmp_path / "metrics.jsonl").read() == before
+    # fields that may change: steps, intervals, device, sampling / eval settings
+    allowed = ["training.steps=4", "training.log_every=2", "training.ckpt_every=4", "training.device=cpu",
+               "sampling.steps=10", "eval.probes=2"]
+    assert train(toy_cfg(tmp_path, *allowed), resume=True, **QUIET).step == 4
+    # an explicit override continues, and the history records where the experiment changed
+    result = train(toy_cfg(tmp_path, "training.steps=6", "sde.beta_max=10.0", "training.ckpt_every=4"), resume=True,
+                   allow_config_change=True, **QUIET)
+    assert result.step == 6
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert {"step": 4, "config_change": {"sde.beta_max": [20.0, 10.0]}} in rows
+    assert load_checkpoint(list_checkpoints(str(tmp_path))[-1])["config"]["sde"]["beta_max"] == 10.0
+
+
+def test_resume_tolerates_a_torn_metrics_line_and_removes_stale_temporaries(tmp_path):
+    train(toy_cfg(tmp_path, "training.steps=3"), **QUIET)
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "loss": 0.2')  # a full disk during an append
+    (tmp_path / ".ckpt_dead1234.tmp").write_bytes(b"a checkpoint a kill cut short")
+    with pytest.warns(RuntimeWarning, match="torn last line"):
+        train(toy_cfg(tmp_path, "training.steps=5"), resume=True, **QUIET)
+    assert [s for s, _ in metric_losses(tmp_path)] == [1, 2, 3, 4, 5]
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_resume_falls_back_past_an_empty_newest_checkpoint(tmp_path):
+    train(toy_cfg(tmp_path, "training.steps=6"), **QUIET)
+    open(list_checkpoints(str(tmp_path))[-1], "wb").close()  # ckpt_000000006.pt: 0 bytes
+    with pytest.warns(RuntimeWarning, match="ckpt_000000006.pt .*empty.*falling back"):
+        resumed = train(toy_cfg(tmp_path, "training.steps=6"), resume=True, **QUIET)
+    assert resumed.losses[0][0] == 4
+
+
+def _snapshot(directory):
+    return {name: open(os.path.join(directory, name), "rb").read() for name in sorted(os.listdir(directory))
+            if name != "train.lock"}
+
+
+def test_no_readable_checkpoint_refuses_and_changes_nothing(tmp_path):
+    train(toy_cfg(tmp_path, "training.steps=6"), **QUIET)
+    a, b = list_checkpoints(str(tmp_path))
+    open(a, "wb").close()
+    with open(b, "r+b") as f:
+        f.truncate(100)
+    before = _snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(toy_cfg(tmp_path, "training.steps=6"), **QUIET)
+    with pytest.warns(RuntimeWarning), pytest.raises(CorruptCheckpointError, match="no readable checkpoint") as info:
+        train(toy_cfg(tmp_path, "training.steps=9"), resume=True, **QUIET)
+    assert f"{b} is truncated or corrupt" in str(info.value) and f"{a} is truncated or corrupt: the file is empty" \
+        in str(info.value)
+    assert _snapshot(tmp_path) == before  # the metrics history and the files are kept as they were
+
+
+def test_a_live_run_locks_the_workdir(tmp_path):
+    from tests.test_rundir import _start_holder
+
+    (tmp_path / ".ckpt_live.tmp").write_bytes(b"the other run is writing this")
+    holder = _start_holder(tmp_path)
+    try:
+        with pytest.raises(WorkdirLocked, match=f"pid {holder.pid}"):
+            train(toy_cfg(tmp_path, "training.steps=3"), **QUIET)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert sorted(os.listdir(tmp_path)) == [".ckpt_live.tmp", "train.lock"]  # the live run's files untouched
 
 
 class ExplodingScore(nn.Module):
@@ -165,6 +251,117 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert [os.path.basename(p) for p in paths] == ["ckpt_000000003.pt"]
     state = load_checkpoint(paths[-1])
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_disk_full_during_training_keeps_the_last_checkpoints(tiny_disk):  # noqa: F811
+    """Checkpoints of ~0.8 MB on a 2 MiB disk: the third does not fit next to the first two."""
+    cfg = toy_cfg(tiny_disk, "training.steps=12", "model.options.hidden=80", "model.options.layers=3")
+    with pytest.raises(CheckpointWriteError, match=r"ckpt_000000009.pt: the disk is full .*bytes free in"):
+        train(cfg, **QUIET)
+    paths = list_checkpoints(str(tiny_disk))
+    assert [os.path.basename(p) for p in paths] == ["ckpt_000000003.pt", "ckpt_000000006.pt"]
+    assert load_checkpoint(paths[-1])["step"] == 6  # intact
+    assert not [n for n in os.listdir(tiny_disk) if n.endswith(".tmp")]
+
+
+class NaNScore(nn.Module):
+    """Finite for the first ``good`` calls, then NaN (diverged weights)."""
+
+    def __init__(self, good):
+        super().__init__()
+        self.lin, self.calls, self.good = nn.Linear(2, 2), 0, good
+
+    def forward(self, x, t):
+        self.calls += 1
+        out = self.lin(x)
+        return out * float("nan") if self.calls > self.good else out
+
+
+def test_nan_model_output_is_training_diverged(tmp_path):
+    message = r"the model's output is NaN at step 4; stopping. Last good checkpoint: .*ckpt_000000003.pt"
+    with pytest.raises(TrainingDiverged, match=message):
+        train(toy_cfg(tmp_path, "training.steps=10"), model=NaNScore(good=4), **QUIET)
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["ckpt_000000003.pt"]
+    assert [s for s, _ in metric_losses(tmp_path)] == [1, 2, 3, 4]  # nothing written after the bad step
+
+
+class SignallingScore(nn.Module):
+    """The toy MLP's stand-in that sends ``signum`` to its own process during its ``at``-th forward call."""
+
+    def __init__(self, signum, at):
+        super().__init__()
+        self.lin, self.calls, self.signum, self.at = nn.Linear(2, 2), 0, signum, at
+
+    def forward(self, x, t):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        return self.lin(x) * t[:, None]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_finishes_the_step_checkpoints_and_resume_is_bit_exact(tmp_path, signum):
+    sets = ["training.steps=11", "training.log_every=4", "training.ckpt_every=100"]
+    torch.manual_seed(0)  # the stand-in's initial weights (the trainer seeds only the models it builds)
+    init = SignallingScore(signum, at=0).state_dict()
+    reference = SignallingScore(signum, at=0)
+    reference.load_state_dict(init)
+    ref = train(toy_cfg(tmp_path / "ref", *sets), model=reference, **QUIET)
+
+    model = SignallingScore(signum, at=6)
+    model.load_state_dict(init)
+    previous = signal.getsignal(signum)
+    with pytest.raises(TrainingInterrupted, match=f"stopped by {signal.Signals(signum).name} after step 6") as info:
+        train(toy_cfg(tmp_path / "run", *sets), model=model, **QUIET)
+    assert signal.getsignal(signum) is previous  # handlers restored
+    err = info.value
+    assert err.step == 6 and err.signum == signum and err.exit_code == 128 + signum
+    assert err.checkpoint.endswith("ckpt_000000006.pt") and load_checkpoint(err.checkpoint)["step"] == 6
+    assert [s for s, _ in metric_losses(tmp_path / "run")] == [4]  # no extra row at the interrupted step
+
+    again = SignallingScore(signum, at=0)
+    again.load_state_dict(init)
+    resumed = train(toy_cfg(tmp_path / "run", *sets), model=again, resume=True, **QUIET)
+    assert resumed.losses == ref.losses[6:]
+    assert metric_losses(tmp_path / "run") == metric_losses(tmp_path / "ref")  # rows 4, 8, 11: same means
+    for a, b in zip(resumed.model.parameters(), ref.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_the_train_command(tmp_path, signum):
+    """A real `scoresde train` process: the signal arrives at an unknown step; it exits with 128 + signum
+    after checkpointing that step, and the resumed run equals an uninterrupted one bit for bit."""
+    sets = ["training.steps=1000000", "training.log_every=4", "training.ckpt_every=1000000"]
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "scoresde.cli", "train", "--preset", "toy2d", "--no-progress"]
+    for item in _as_sets(toy_cfg(run, *sets)):
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() or b"\n" not in (run / "metrics.jsonl").read_bytes():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no metrics after 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 128 + signum, err
+    (path,) = list_checkpoints(str(run))
+    stopped = load_checkpoint(path)["step"]
+    assert f"stopped by {signal.Signals(signum).name} after step {stopped}" in err
+    total = [f"training.steps={stopped + 6}", *sets[1:]]
+    resumed = train(toy_cfg(run, *total), resume=True, **QUIET)
+    reference = train(toy_cfg(tmp_path / "ref", *total), **QUIET)
+    assert metric_losses(run) == metric_losses(tmp_path / "ref")
+    for a, b in zip(resumed.model.parameters(), reference.model.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.gpu

@@ -12,6 +12,7 @@ import os
 import sys
 
 from scoresde import config as C
+from scoresde.rundir import WorkdirLocked
 
 __all__ = ["main", "build_parser", "resolve_config"]
 
@@ -42,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest readable checkpoint in the workdir (default: off; without it an "
                         "existing run is an error)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume, continue even though the config differs from the checkpoint's outside the "
+                        "fields that may always change (steps, intervals, device, sampling, eval; see "
+                        "scoresde.train.MAY_CHANGE_ON_RESUME) (default: off, such a resume is refused)")
     p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
                    help="exit hard after this many steps, like a kill, to test resumption (default: never)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
@@ -157,13 +162,18 @@ def _cmd_likelihood(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from scoresde.train import train
+    from scoresde.train import TrainingInterrupted, train
 
     cfg = resolve_config(args)
     if args.dry_run:
         print(C.to_toml(cfg))
         return 0
-    result = train(cfg, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
+    try:
+        result = train(cfg, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
+                       allow_config_change=args.allow_config_change)
+    except TrainingInterrupted as err:  # SIGINT / SIGTERM: checkpointed; exit 128 + signal (130, 143)
+        print(f"scoresde train: {err}", file=sys.stderr)
+        return err.exit_code
     print(f"finished at step {result.step}; checkpoints and metrics.jsonl in {result.workdir}")
     return 0
 
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (C.ConfigError, FileNotFoundError, FileExistsError) as err:
+    except (C.ConfigError, FileNotFoundError, FileExistsError, WorkdirLocked) as err:
         print(f"scoresde {args.command}: error: {err}", file=sys.stderr)
         return 2
 
