@@ -154,6 +154,7 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
     (``os._exit``, like a kill) once that many steps have run — used to test resumption. ``max_seconds``
     ends training early (with a checkpoint) once that much wall time has passed.
     """
+    C.validate(cfg, model=model is None)  # every value checked before any work (a given model: not [model])
     tc, oc = cfg.training, cfg.optim
     device = _device(tc.device, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world, _ = setup_distributed(device.type)
