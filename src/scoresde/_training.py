@@ -228,13 +228,14 @@ class _TimeBar:
         from tqdm.auto import tqdm
 
         self.T, self.eps = float(sde.T), float(eps)
-        self.bar = tqdm(total=1000, desc="probability-flow ODE", unit="‰", leave=False)
+        self.bar = tqdm(total=1000, desc="probability-flow ODE", leave=False,
+                        bar_format="{l_bar}{bar}| {elapsed}{postfix}")
         self.calls = 0
 
     def __call__(self, i, t, x, x_mean):
         self.calls += 1
         done = int(1000 * (self.T - float(t[0])) / (self.T - self.eps))
-        self.bar.set_postfix(nfe=self.calls, refresh=False)
+        self.bar.set_postfix(t=f"{float(t[0]):.4f}", nfe=self.calls, refresh=False)
         self.bar.update(max(0, min(done, 1000) - self.bar.n))
 
     def close(self):
