@@ -177,9 +177,11 @@ def test_threads_are_set_only_for_commands_that_compute(run, monkeypatch, capsys
     assert main(["--threads", "3", "show-config"]) == 0
     assert main(["--threads", "3", "train", "--dry-run"]) == 0
     assert calls == [3, 2, None]  # nothing computed, nothing set
-    with pytest.raises(SystemExit):
-        main(["--threads", "0", "show-config"])
-    assert "--threads: must be an integer >= 1, got 0" in capsys.readouterr().err
+    for argv, message in ((["--threads", "0", "show-config"], "--threads: must be an integer >= 1, got 0"),
+                          (["train", "--stop-after", "-1"], "--stop-after: must be an integer >= 1, got -1")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err
 
 
 class _NotATensor:
