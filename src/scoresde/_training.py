@@ -14,7 +14,9 @@ from torch import Tensor, nn
 
 from scoresde import config as C
 from scoresde import data as D
+from scoresde import sampling as S
 from scoresde._checks import batch_dim
+from scoresde._ode import FIXED
 
 _MASK = (1 << 63) - 1
 
@@ -124,45 +126,36 @@ def prepare_batch(rows: Tensor, cfg: C.DataConfig, levels: int | None, generator
 
 # --------------------------------------------------------------------------------------------- sampling
 def _pc(score_fn, sde, shape, cfg, **common):
-    return _sampling().sample_pc(score_fn, sde, shape, steps=cfg.steps, predictor=cfg.predictor,
-                                 corrector=cfg.corrector, snr=cfg.snr, corrector_steps=cfg.corrector_steps, **common)
+    return S.sample_pc(score_fn, sde, shape, steps=cfg.steps, predictor=cfg.predictor, corrector=cfg.corrector,
+                       snr=cfg.snr, corrector_steps=cfg.corrector_steps, **common)
 
 
 def _euler_maruyama(score_fn, sde, shape, cfg, **common):
-    return _sampling().sample_euler_maruyama(score_fn, sde, shape, steps=cfg.steps, **common)
+    return S.sample_euler_maruyama(score_fn, sde, shape, steps=cfg.steps, **common)
 
 
 def _ancestral(score_fn, sde, shape, cfg, **common):
-    return _sampling().sample_ancestral(score_fn, sde, shape, steps=cfg.steps, **common)
+    return S.sample_ancestral(score_fn, sde, shape, steps=cfg.steps, **common)
 
 
 def _annealed_langevin(score_fn, sde, shape, cfg, **common):
-    return _sampling().sample_annealed_langevin(score_fn, sde, shape, levels=cfg.levels, steps=cfg.steps,
-                                                step_lr=cfg.step_lr, **common)
+    return S.sample_annealed_langevin(score_fn, sde, shape, levels=cfg.levels, steps=cfg.steps, step_lr=cfg.step_lr,
+                                      **common)
 
 
 def _dpm_solver(score_fn, sde, shape, cfg, **common):
-    return _sampling().sample_dpm_solver(score_fn, sde, shape, steps=cfg.steps, order=cfg.order, grid=cfg.grid,
-                                         **common)
+    return S.sample_dpm_solver(score_fn, sde, shape, steps=cfg.steps, order=cfg.order, grid=cfg.grid, **common)
 
 
 def _ode(score_fn, sde, shape, cfg, *, progress, **common):
-    from scoresde._ode import FIXED
-
     fixed = cfg.solver in FIXED
     callback = _TimeBar(sde, cfg.eps) if progress else None
     try:
-        return _sampling().sample_ode(score_fn, sde, shape, method=cfg.solver, rtol=cfg.rtol, atol=cfg.atol,
-                                      steps=cfg.steps if fixed else None, callback=callback, **common)
+        return S.sample_ode(score_fn, sde, shape, method=cfg.solver, rtol=cfg.rtol, atol=cfg.atol,
+                            steps=cfg.steps if fixed else None, callback=callback, **common)
     finally:
         if callback is not None:
             callback.close()
-
-
-def _sampling():
-    import scoresde.sampling
-
-    return scoresde.sampling
 
 
 #: ``sampling.method`` → sampler; each reads its own fields of :class:`~scoresde.config.SamplingConfig`.
