@@ -7,60 +7,97 @@ diffusion model and DDPM),
 :mod:`scoresde.controllable`, :mod:`scoresde.metrics`, :mod:`scoresde.data`, :mod:`scoresde.train`.
 
 Importing this package has no side effects: it chooses no device, seeds nothing, compiles nothing and
-imports no optional package.
+imports no optional package. It does not even import torch: every public name is loaded on first use
+(PEP 562 module ``__getattr__``), so that ``scoresde --help`` and ``import scoresde.config`` answer at once.
 """
 
-from scoresde import controllable, data, discrete, interop, metrics, nn
-from scoresde.analytic import GaussianMixture
-from scoresde.bpd import bits_per_dim, uniform_dequantize
-from scoresde.checkpoint import load_checkpoint, save_checkpoint
-from scoresde.controllable import colorize, guided_score_fn, inpaint, sample_conditional
-from scoresde.dequant import VariationalDequantizer, dequantized_log_prob
-from scoresde.elbo import NLLBound, nll_bound, nll_bound_terms
-from scoresde.ema import EMA
-from scoresde.evaluate import NLLResult, evaluate_nll
-from scoresde.interop.official import load_official_checkpoint
-from scoresde.likelihood import LikelihoodResult, log_likelihood
-from scoresde.losses import WEIGHTINGS, ddpm_loss, dsm_loss, sample_time, smld_loss, ssm_loss
-from scoresde.sampling import (
-    CORRECTORS,
-    PREDICTORS,
-    SampleResult,
-    decode,
-    encode,
-    interpolate,
-    sample_ancestral,
-    sample_annealed_langevin,
-    sample_dpm_solver,
-    sample_euler_maruyama,
-    sample_ode,
-    sample_pc,
-    scale_temperature,
-    slerp,
-)
-from scoresde.score import ScoreModel
-from scoresde.sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import typing
 
 __version__ = "0.1.0"
 
-__all__ = [
+#: Public name → the module that defines it (imported on first access).
+_LAZY = {
     # SDEs and the exact oracle
-    "SDE", "VESDE", "VPSDE", "SubVPSDE", "LinearSDE", "ReverseSDE", "GaussianMixture",
+    **dict.fromkeys(["SDE", "VESDE", "VPSDE", "SubVPSDE", "LinearSDE", "ReverseSDE"], "scoresde.sde"),
+    "GaussianMixture": "scoresde.analytic",
     # losses
-    "dsm_loss", "ssm_loss", "smld_loss", "ddpm_loss", "sample_time", "WEIGHTINGS",
+    **dict.fromkeys(["dsm_loss", "ssm_loss", "smld_loss", "ddpm_loss", "sample_time", "WEIGHTINGS"],
+                    "scoresde.losses"),
     # networks as score functions
-    "ScoreModel", "load_official_checkpoint",
+    "ScoreModel": "scoresde.score",
+    "load_official_checkpoint": "scoresde.interop.official",
+    # training runs
+    **dict.fromkeys(["Run", "load_run", "export_run"], "scoresde.run"),
     # sampling
-    "SampleResult", "PREDICTORS", "CORRECTORS", "sample_pc", "sample_euler_maruyama", "sample_ancestral",
-    "sample_annealed_langevin", "sample_ode", "sample_dpm_solver", "encode", "decode", "slerp", "interpolate",
-    "scale_temperature",
+    **dict.fromkeys(["SampleResult", "PREDICTORS", "CORRECTORS", "sample_pc", "sample_euler_maruyama",
+                     "sample_ancestral", "sample_annealed_langevin", "sample_ode", "sample_dpm_solver", "encode",
+                     "decode", "slerp", "interpolate", "scale_temperature"], "scoresde.sampling"),
     # likelihood
-    "log_likelihood", "LikelihoodResult", "bits_per_dim", "uniform_dequantize", "nll_bound", "nll_bound_terms",
-    "NLLBound", "VariationalDequantizer", "dequantized_log_prob", "evaluate_nll", "NLLResult",
+    **dict.fromkeys(["log_likelihood", "LikelihoodResult"], "scoresde.likelihood"),
+    **dict.fromkeys(["bits_per_dim", "uniform_dequantize"], "scoresde.bpd"),
+    **dict.fromkeys(["nll_bound", "nll_bound_terms", "NLLBound"], "scoresde.elbo"),
+    **dict.fromkeys(["VariationalDequantizer", "dequantized_log_prob"], "scoresde.dequant"),
+    **dict.fromkeys(["evaluate_nll", "NLLResult"], "scoresde.evaluate"),
     # controllable generation
-    "sample_conditional", "inpaint", "colorize", "guided_score_fn",
+    **dict.fromkeys(["sample_conditional", "inpaint", "colorize", "guided_score_fn"], "scoresde.controllable"),
     # training utilities
-    "EMA", "save_checkpoint", "load_checkpoint",
-    # subpackages
-    "nn", "interop", "discrete", "controllable", "metrics", "data",
-]
+    "EMA": "scoresde.ema",
+    **dict.fromkeys(["save_checkpoint", "load_checkpoint"], "scoresde.checkpoint"),
+}
+#: Subpackages offered as attributes (``scoresde.nn`` ...), also imported on first access.
+_SUBPACKAGES = ("nn", "interop", "discrete", "controllable", "metrics", "data")
+
+__all__ = [*_LAZY, *_SUBPACKAGES]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBPACKAGES or importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if typing.TYPE_CHECKING:  # static analysers and API-reference generators see the names as plain imports
+    from scoresde import controllable, data, discrete, interop, metrics, nn  # noqa: F401
+    from scoresde.analytic import GaussianMixture  # noqa: F401
+    from scoresde.bpd import bits_per_dim, uniform_dequantize  # noqa: F401
+    from scoresde.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
+    from scoresde.controllable import colorize, guided_score_fn, inpaint, sample_conditional  # noqa: F401
+    from scoresde.dequant import VariationalDequantizer, dequantized_log_prob  # noqa: F401
+    from scoresde.elbo import NLLBound, nll_bound, nll_bound_terms  # noqa: F401
+    from scoresde.ema import EMA  # noqa: F401
+    from scoresde.evaluate import NLLResult, evaluate_nll  # noqa: F401
+    from scoresde.interop.official import load_official_checkpoint  # noqa: F401
+    from scoresde.likelihood import LikelihoodResult, log_likelihood  # noqa: F401
+    from scoresde.losses import WEIGHTINGS, ddpm_loss, dsm_loss, sample_time, smld_loss, ssm_loss  # noqa: F401
+    from scoresde.run import Run, export_run, load_run  # noqa: F401
+    from scoresde.sampling import (  # noqa: F401
+        CORRECTORS,
+        PREDICTORS,
+        SampleResult,
+        decode,
+        encode,
+        interpolate,
+        sample_ancestral,
+        sample_annealed_langevin,
+        sample_dpm_solver,
+        sample_euler_maruyama,
+        sample_ode,
+        sample_pc,
+        scale_temperature,
+        slerp,
+    )
+    from scoresde.score import ScoreModel  # noqa: F401
+    from scoresde.sde import SDE, VESDE, VPSDE, LinearSDE, ReverseSDE, SubVPSDE  # noqa: F401

@@ -6,6 +6,7 @@ Builders translate one config section into plain keyword calls; nothing below th
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -13,7 +14,9 @@ from torch import Tensor, nn
 
 from scoresde import config as C
 from scoresde import data as D
+from scoresde import sampling as S
 from scoresde._checks import batch_dim
+from scoresde._ode import FIXED
 
 _MASK = (1 << 63) - 1
 
@@ -122,18 +125,114 @@ def prepare_batch(rows: Tensor, cfg: C.DataConfig, levels: int | None, generator
 
 
 # --------------------------------------------------------------------------------------------- sampling
-def draw_samples(score_fn, sde, cfg: C.SamplingConfig, shape: tuple, *, generator, device):
-    """``SampleResult`` from the PC sampler or the probability-flow ODE, as ``cfg.method`` says."""
-    from scoresde.sampling import sample_ode, sample_pc
+def _pc(score_fn, sde, shape, cfg, **common):
+    return S.sample_pc(score_fn, sde, shape, steps=cfg.steps, predictor=cfg.predictor, corrector=cfg.corrector,
+                       snr=cfg.snr, corrector_steps=cfg.corrector_steps, **common)
 
+
+def _euler_maruyama(score_fn, sde, shape, cfg, **common):
+    return S.sample_euler_maruyama(score_fn, sde, shape, steps=cfg.steps, **common)
+
+
+def _ancestral(score_fn, sde, shape, cfg, **common):
+    return S.sample_ancestral(score_fn, sde, shape, steps=cfg.steps, **common)
+
+
+def _annealed_langevin(score_fn, sde, shape, cfg, **common):
+    return S.sample_annealed_langevin(score_fn, sde, shape, levels=cfg.levels, steps=cfg.steps, step_lr=cfg.step_lr,
+                                      **common)
+
+
+def _dpm_solver(score_fn, sde, shape, cfg, **common):
+    return S.sample_dpm_solver(score_fn, sde, shape, steps=cfg.steps, order=cfg.order, grid=cfg.grid, **common)
+
+
+def _ode(score_fn, sde, shape, cfg, *, progress, **common):
+    fixed = cfg.solver in FIXED
+    callback = _TimeBar(sde, cfg.eps) if progress else None
+    try:
+        return S.sample_ode(score_fn, sde, shape, method=cfg.solver, rtol=cfg.rtol, atol=cfg.atol,
+                            steps=cfg.steps if fixed else None, callback=callback, **common)
+    finally:
+        if callback is not None:
+            callback.close()
+
+
+#: ``sampling.method`` → sampler; each reads its own fields of :class:`~scoresde.config.SamplingConfig`.
+SAMPLERS = {
+    "pc": _pc,  # Song et al. 2021, Algorithm 1
+    "euler_maruyama": _euler_maruyama,  # reverse SDE, Song et al. 2021, eq. 6
+    "ancestral": _ancestral,  # DDPM / SMLD ancestral sampling
+    "annealed_langevin": _annealed_langevin,  # NCSN, Song & Ermon 2019, Algorithm 1: L levels × T steps
+    "dpm_solver": _dpm_solver,  # DPM-Solver++ multistep, Lu et al. 2022b
+    "ode": _ode,  # probability-flow ODE, Song et al. 2021, eq. 13
+}
+
+
+def draw_samples(score_fn, sde, cfg: C.SamplingConfig, shape: tuple, *, generator, device, progress: bool = False):
+    """``SampleResult`` of the sampler ``cfg.method`` (one of :data:`SAMPLERS`) with the fields of ``cfg``.
+
+    ``progress`` shows a bar on stderr: steps for the step-based samplers, the time reached for an adaptive ODE.
+    """
+    if cfg.method not in SAMPLERS:
+        raise C.ConfigError(f"unknown sampling.method {cfg.method!r}; choose one of {sorted(SAMPLERS)}")
     with torch.no_grad():
-        if cfg.method == "pc":
-            return sample_pc(score_fn, sde, shape, steps=cfg.steps, predictor=cfg.predictor, corrector=cfg.corrector,
-                             snr=cfg.snr, eps=cfg.eps, generator=generator, device=device)
-    if cfg.method == "ode":
-        return sample_ode(score_fn, sde, shape, eps=cfg.eps, rtol=cfg.rtol, atol=cfg.atol, generator=generator,
-                          device=device)
-    raise C.ConfigError(f"unknown sampling.method {cfg.method!r}; choose 'pc' or 'ode'")
+        return SAMPLERS[cfg.method](score_fn, sde, shape, cfg, eps=cfg.eps, generator=generator, device=device,
+                                    progress=progress)
+
+
+def sampler_evaluations(cfg: C.SamplingConfig) -> int | None:
+    """Score evaluations the sampler of ``cfg`` makes (None for the ODE: its solver decides)."""
+    m = cfg.method
+    if m == "pc":
+        per_step = (cfg.predictor != "none") + (cfg.corrector != "none") * cfg.corrector_steps
+        return cfg.steps * per_step + 1  # + 1: the final Tweedie denoising step
+    if m in ("euler_maruyama", "ancestral"):
+        return cfg.steps + 1
+    if m == "annealed_langevin":
+        return cfg.levels * cfg.steps  # NCSN returns the last iterate, no denoising step
+    if m == "dpm_solver":
+        return cfg.steps
+    return None
+
+
+def describe_sampler(cfg: C.SamplingConfig) -> str:
+    """One line saying which sampler ``cfg`` runs and how many score evaluations it costs."""
+    m, nfe = cfg.method, sampler_evaluations(cfg)
+    cost = f"{nfe} score evaluations" if nfe is not None else "the solver decides the number of score evaluations"
+    if m == "pc":
+        what = (f"predictor-corrector sampler (predictor {cfg.predictor}, corrector {cfg.corrector}, "
+                f"snr {cfg.snr}), {cfg.steps} steps")
+    elif m in ("euler_maruyama", "ancestral"):
+        what = f"{m.replace('_', '-')} sampler, {cfg.steps} steps"
+    elif m == "annealed_langevin":
+        what = f"annealed Langevin dynamics, {cfg.levels} noise levels × {cfg.steps} steps (step_lr {cfg.step_lr})"
+    elif m == "dpm_solver":
+        what = f"DPM-Solver++ of order {cfg.order}, {cfg.steps} steps on the {cfg.grid} grid"
+    else:
+        what = f"probability-flow ODE ({cfg.solver}, rtol {cfg.rtol}, atol {cfg.atol})"
+    return f"{what}, {cost}"
+
+
+class _TimeBar:
+    """An ODE callback drawing how far the integration has come from T down to eps."""
+
+    def __init__(self, sde, eps: float):
+        from tqdm.auto import tqdm
+
+        self.T, self.eps = float(sde.T), float(eps)
+        self.bar = tqdm(total=1000, desc="probability-flow ODE", leave=False,
+                        bar_format="{l_bar}{bar}| {elapsed}{postfix}")
+        self.calls = 0
+
+    def __call__(self, i, t, x, x_mean):
+        self.calls += 1
+        done = int(1000 * (self.T - float(t[0])) / (self.T - self.eps))
+        self.bar.set_postfix(t=f"{float(t[0]):.4f}", nfe=self.calls, refresh=False)
+        self.bar.update(max(0, min(done, 1000) - self.bar.n))
+
+    def close(self):
+        self.bar.close()
 
 
 def save_samples(model: nn.Module, sde, cfg: C.Config, data, step: int, device) -> str:
@@ -145,11 +244,21 @@ def save_samples(model: nn.Module, sde, cfg: C.Config, data, step: int, device) 
     if data.levels is None:
         torch.save(x, stem + ".pt")
         return scatter_png(x, stem + ".png") or stem + ".pt"
-    from torchvision.utils import save_image
+    return save_image_grid(D.get_inverse_scaler(cfg.data.centered)(x), stem + ".png")
 
-    u = D.get_inverse_scaler(cfg.data.centered)(x).clamp(0, 1)
-    save_image(u, stem + ".png", nrow=int(n**0.5) or 1)
-    return stem + ".png"
+
+#: Images smaller than this many pixels a side are enlarged (nearest neighbour) in saved grids.
+MIN_SIDE = 32
+
+
+def save_image_grid(images: Tensor, path: str) -> str:
+    """Save images ``(B, C, H, W)`` in [0, 1] as one square grid, enlarged by an integer factor (nearest
+    neighbour) until each image is at least :data:`MIN_SIDE` pixels a side, so that 8×8 digits are readable.
+    The drawing is the demo's (:func:`scoresde.demo.save_side_by_side` with one panel)."""
+    from scoresde.demo import save_side_by_side
+
+    upscale = max(1, math.ceil(MIN_SIDE / min(images.shape[-2:])))
+    return save_side_by_side([images.clamp(0, 1)], path, upscale=upscale)
 
 
 def scatter_png(x: Tensor, path: str) -> str | None:
@@ -170,8 +279,14 @@ def scatter_png(x: Tensor, path: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- evaluation
-def evaluate(model: nn.Module, sde, cfg: C.Config, data, device) -> dict:
-    """Test-set log-likelihood via the probability-flow ODE: bits/dim for discrete data, NLL (nats) otherwise."""
+def evaluate(model: nn.Module, sde, cfg: C.Config, data, device, *, progress: bool = False) -> dict:
+    """Test-set log-likelihood via the probability-flow ODE: bits/dim for discrete data, NLL (nats) otherwise.
+
+    Returns the mean (``test_bpd`` or ``test_nll``), its standard error over the test points (``*_se``: the
+    sample standard deviation / sqrt(n); it includes the trace estimator's noise) and ``n``.
+    """
+    from tqdm.auto import tqdm
+
     from scoresde.likelihood import log_likelihood
 
     ec = cfg.eval
@@ -180,16 +295,37 @@ def evaluate(model: nn.Module, sde, cfg: C.Config, data, device) -> dict:
     gen = make_generator(cfg.training.seed, 0, 0, stream=4)
     probe_gen = make_generator(cfg.training.seed, 0, 0, device=device, stream=5)
     logps = []
-    for start in range(0, test.shape[0], ec.batch_size):
-        x = test[start:start + ec.batch_size].float()
-        if data.levels is not None:
-            x = D.get_scaler(cfg.data.centered)(D.dequantize(x, data.levels, generator=gen))
-        res = log_likelihood(model, sde, x.to(device), divergence=ec.divergence, probes=ec.probes, eps=ec.eps,
-                             rtol=ec.rtol, atol=ec.atol, generator=probe_gen)
-        logps.append(res.logp.detach().double().cpu())
+    with tqdm(total=test.shape[0], desc="likelihood", unit="pt", disable=not progress, leave=False) as bar:
+        for start in range(0, test.shape[0], ec.batch_size):
+            x = test[start:start + ec.batch_size].float()
+            if data.levels is not None:
+                x = D.get_scaler(cfg.data.centered)(D.dequantize(x, data.levels, generator=gen))
+            res = log_likelihood(model, sde, x.to(device), divergence=ec.divergence, probes=ec.probes, eps=ec.eps,
+                                 rtol=ec.rtol, atol=ec.atol, generator=probe_gen)
+            logps.append(res.logp.detach().double().cpu())
+            bar.update(x.shape[0])
     logp = torch.cat(logps)
     if data.levels is None:
-        return {"test_nll": float(-logp.mean())}
-    scale = 2.0 if cfg.data.centered else 1.0
-    bpd = D.discrete_bits_per_dim(logp, batch_dim(test), levels=data.levels, scale=scale)
-    return {"test_bpd": float(bpd.mean())}
+        name, values = "test_nll", -logp
+    else:
+        scale = 2.0 if cfg.data.centered else 1.0
+        name, values = "test_bpd", D.discrete_bits_per_dim(logp, batch_dim(test), levels=data.levels, scale=scale)
+    n = values.shape[0]
+    se = float(values.std() / math.sqrt(n)) if n > 1 else math.nan
+    return {name: float(values.mean()), f"{name}_se": se, "n": n}
+
+
+def baseline(cfg: C.Config, data) -> tuple[str, float] | None:
+    """A reference value for :func:`evaluate`'s figure on this data set, with what it is, or None.
+
+    Digits: the bits/dim of independent per-pixel histograms (:func:`scoresde.data.digits_histogram_bpd`),
+    which a model must beat. The 2-D mixture: the exact NLL of its test points under the true density
+    (:func:`scoresde.data.toy_mixture`), the best any model can reach.
+    """
+    if cfg.data.name == "digits":
+        return "per-pixel histogram baseline (a model must beat it)", D.digits_histogram_bpd()
+    if cfg.data.name == "mixture" and data.test is not None:
+        test = data.test if cfg.eval.num_samples == 0 else data.test[: cfg.eval.num_samples]
+        return "exact NLL of these test points under the true mixture (the best reachable)", \
+            float(-D.toy_mixture().log_prob(test.double()).mean())
+    return None

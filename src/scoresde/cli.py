@@ -1,20 +1,47 @@
 """The ``scoresde`` command: train, sample, likelihood, show-config, demo.
 
 A thin layer: it resolves a :class:`~scoresde.config.Config` (preset → TOML file → ``--set`` overrides),
-prints it with ``--dry-run``, and calls :func:`scoresde.train.train` or the samplers / likelihood on the
-EMA weights of a checkpoint. Multi-GPU: ``torchrun --nproc_per_node=N -m scoresde.cli train ...``.
+checks it whole (:func:`scoresde.config.validate`), prints it with ``--dry-run``, and calls
+:func:`scoresde.train.train` or the samplers / likelihood on the EMA weights of a checkpoint.
+Multi-GPU: ``torchrun --nproc_per_node=N -m scoresde.cli train ...``.
+
+Arguments are parsed before anything heavy is imported: this module and :func:`build_parser` import
+neither torch nor scoresde's numerical modules, so ``scoresde --help`` answers at once. Every expected
+failure (a bad config, a missing or unsafe file, a diverged run) ends with one line
+``scoresde <command>: error: ...`` and exit status 2; a traceback means a bug.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from scoresde import config as C
-from scoresde.rundir import WorkdirLocked
 
 __all__ = ["main", "build_parser", "resolve_config"]
+
+#: Commands that compute (and so get a deliberate torch thread count).
+_COMPUTE = ("train", "sample", "likelihood", "demo")
+#: Above this many score evaluations ``sample`` suggests a faster sampler.
+_MANY_EVALUATIONS = 200
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _add_threads(p: argparse.ArgumentParser, default) -> None:
+    p.add_argument("--threads", type=_positive_int, default=default, metavar="N",
+                   help="torch CPU threads for commands that compute (default: $SCORESDE_THREADS, else 1: on a "
+                        "shared or busy machine more threads than free cores make every step slower)")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -24,7 +51,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="TOML file of [section] tables, optionally with preset = \"name\"; applied after --preset "
                         "(default: none)")
     _add_set(p)
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config as TOML and exit (default: off)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check and print the resolved config as TOML, then exit (default: off)")
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -32,9 +60,15 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                    help="override one config field, checked against its type; repeatable (default: none)")
 
 
+def _add_no_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a bar on stderr when it is a terminal)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scoresde", description="Score-based diffusion models: train, sample, "
                                      "evaluate likelihoods. Every command takes --help.")
+    _add_threads(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a score model (torchrun for several GPUs)")
@@ -47,12 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume, continue even though the config differs from the checkpoint's outside the "
                         "fields that may always change (steps, intervals, device, sampling, eval; see "
                         "scoresde.train.MAY_CHANGE_ON_RESUME) (default: off, such a resume is refused)")
-    p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+    p.add_argument("--stop-after", type=_positive_int, default=None, metavar="STEPS",
                    help="exit hard after this many steps, like a kill, to test resumption (default: never)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on a terminal)")
+    _add_no_progress(p)
+    _add_threads(p, argparse.SUPPRESS)
 
     for name, what in (("sample", "draw samples from a trained model (EMA weights)"),
-                       ("likelihood", "test-set bits/dim (or NLL for 2-D data) through the probability-flow ODE")):
+                       ("likelihood", "test-set bits/dim (or NLL for 2-D data) through the probability-flow ODE, "
+                                      "with its standard error and a baseline")):
         p = sub.add_parser(name, help=what)
         p.add_argument("--workdir", required=True, help="run directory holding the checkpoints (required)")
         p.add_argument("--checkpoint", default=None, help="checkpoint file (default: the newest in the workdir)")
@@ -62,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sample":
             p.add_argument("--out", default=None, help="output file: PNG grid for images, .pt tensor for 2-D "
                                                        "points (default: WORKDIR/samples.png or samples.pt)")
+        _add_no_progress(p)
+        _add_threads(p, argparse.SUPPRESS)
 
     p = sub.add_parser("show-config", help="print a resolved config as TOML")
     _add_config_args(p)
@@ -69,12 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train on the embedded 8x8 digits (CPU, ~10 min) and report samples, bits/dim")
     p.add_argument("--outdir", default="demo_out", help="where the grid, loss plot and figures go "
                                                          "(default: %(default)s)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=_positive_int, default=None,
                    help="training steps (default: the demo's tuned value, capped by a wall-time budget)")
     p.add_argument("--quick", action="store_true", help="a few steps only, to check that everything runs "
                                                        "(default: off)")
     _add_set(p)
     p.add_argument("--dry-run", action="store_true", help="print the demo's config and exit (default: off)")
+    _add_threads(p, argparse.SUPPRESS)
     return parser
 
 
@@ -89,13 +128,17 @@ def resolve_config(args) -> C.Config:
     return cfg
 
 
+def _progress(args) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _say(*parts) -> None:
+    print(*parts, flush=True)  # flushed: the line must appear before a long computation, even through a pipe
+
+
 def _from_checkpoint(args):
     """(config, score model with EMA weights, data source, device) of a finished or running training run."""
-    import torch
-
     from scoresde import checkpoint as ckpt
-    from scoresde._training import build_model, build_sde
-    from scoresde.train import load_data
 
     if args.checkpoint:
         state, path = ckpt.load_checkpoint(args.checkpoint), args.checkpoint
@@ -104,84 +147,135 @@ def _from_checkpoint(args):
         if found is None:
             raise FileNotFoundError(f"no checkpoint in {args.workdir!r}: train first (scoresde train --workdir ...)")
         state, path = found
-    cfg = C.apply_overrides(C.from_dict(state["config"]), args.overrides)
+    trained = C.from_dict(state["config"])
+    cfg = C.validate(C.apply_overrides(trained, args.overrides), training=False)
     if args.dry_run:
         return cfg, None, None, None
+
+    import torch
+
+    from scoresde._training import build_model, build_sde
+    from scoresde.train import load_data
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_data(cfg.data, cfg.training.seed)
-    sde = build_sde(cfg.sde)
-    model = build_model(cfg.model, sde, data.shape)
-    model.load_state_dict(state["ema"]["module"])
-    print(f"loaded EMA weights of step {state['step']} from {path}")
+    model = build_model(cfg.model, build_sde(cfg.sde), data.shape)
+    try:
+        model.load_state_dict(state["ema"]["module"])
+    except RuntimeError as err:
+        changed = {k: v for k, v in C.to_dict(cfg)["model"].items() if C.to_dict(trained)["model"][k] != v}
+        why = f"--set changed the architecture ({changed}); " if changed else ""
+        first = " ".join(str(err).split("\n\t")[:3])
+        raise C.ConfigError(f"the weights in {path} do not fit the model asked for: {why}{first}") from None
+    _say(f"loaded EMA weights of step {state['step']} from {path}")
     return cfg, model.to(device).eval(), data, device
+
+
+def _check_out(path: str, images: bool) -> None:
+    """Refuse an output path that cannot be written before any sampling is done."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--out {path!r}: the directory {folder!r} does not exist; create it first")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--out {path!r} is a directory; name a file")
+    want = (".png", ".jpg", ".jpeg") if images else (".pt",)
+    if not path.lower().endswith(want):
+        kind = "an image grid" if images else "a tensor of 2-D points"
+        raise C.ConfigError(f"--out {path!r}: this run's samples are {kind}; use a file ending in {' or '.join(want)}")
 
 
 def _cmd_sample(args) -> int:
     import torch
 
     from scoresde import data as D
-    from scoresde._training import build_sde, draw_samples, scatter_png
+    from scoresde._training import (
+        build_sde,
+        describe_sampler,
+        draw_samples,
+        sampler_evaluations,
+        save_image_grid,
+        scatter_png,
+    )
 
     cfg, model, data, device = _from_checkpoint(args)
     if model is None:
         print(C.to_toml(cfg))
         return 0
+    images = data.levels is not None
+    out = args.out or os.path.join(args.workdir, "samples.png" if images else "samples.pt")
+    _check_out(out, images)
+    sc = cfg.sampling
+    shape = (sc.num_samples, *data.shape)
+    _say(f"sampling {sc.num_samples} {'images' if images else 'points'} of shape {tuple(data.shape)} on {device}: "
+         f"{describe_sampler(sc)}")
+    if sc.method != "dpm_solver" and (sampler_evaluations(sc) or 0) > _MANY_EVALUATIONS:
+        _say("  (faster: --set sampling.method=dpm_solver --set sampling.steps=50, one evaluation per step)")
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    shape = (cfg.sampling.num_samples, *data.shape)
-    res = draw_samples(model, build_sde(cfg.sde), cfg.sampling, shape, generator=gen, device=device)
+    res = draw_samples(model, build_sde(cfg.sde), sc, shape, generator=gen, device=device, progress=_progress(args))
     x = res.x.cpu()
-    if data.levels is None:
-        out = args.out or os.path.join(args.workdir, "samples.pt")
+    if not images:
         torch.save(x, out)
         png = scatter_png(x, os.path.splitext(out)[0] + ".png")
-        print(f"{x.shape[0]} samples ({res.nfe} score evaluations) written to {out}" + (f" and {png}" if png else ""))
+        _say(f"{x.shape[0]} samples ({res.nfe} score evaluations) written to {out}" + (f" and {png}" if png else ""))
     else:
-        from torchvision.utils import save_image
-
-        out = args.out or os.path.join(args.workdir, "samples.png")
-        u = D.get_inverse_scaler(cfg.data.centered)(x).clamp(0, 1)
-        save_image(u, out, nrow=max(int(x.shape[0] ** 0.5), 1))
-        print(f"{x.shape[0]} samples ({res.nfe} score evaluations) written to {out}")
+        save_image_grid(D.get_inverse_scaler(cfg.data.centered)(x), out)
+        _say(f"{x.shape[0]} samples ({res.nfe} score evaluations) written to {out}")
     return 0
 
 
 def _cmd_likelihood(args) -> int:
-    import json
-
-    from scoresde._training import build_sde, evaluate
+    from scoresde._training import baseline, build_sde, evaluate
 
     cfg, model, data, device = _from_checkpoint(args)
     if model is None:
         print(C.to_toml(cfg))
         return 0
     if data.test is None:
-        raise SystemExit(f"data set {cfg.data.name!r} has no test split loaded by the CLI; use "
-                         "scoresde.likelihood.log_likelihood on a DataLoader instead")
-    print(json.dumps(evaluate(model, build_sde(cfg.sde), cfg, data, device)))
+        raise C.ConfigError(f"data set {cfg.data.name!r} has no test split loaded by the CLI; use "
+                            "scoresde.likelihood.log_likelihood on a DataLoader instead")
+    ec = cfg.eval
+    n = data.test.shape[0] if ec.num_samples == 0 else min(ec.num_samples, data.test.shape[0])
+    bpd = data.levels is not None
+    what = "bits/dim" if bpd else "NLL (nats)"
+    _say(f"test {what} of {n} points through the probability-flow ODE on {device} (divergence {ec.divergence}, "
+         f"{ec.probes} probe(s), rtol {ec.rtol}, atol {ec.atol})")
+    row = evaluate(model, build_sde(cfg.sde), cfg, data, device, progress=_progress(args))
+    key = "test_bpd" if bpd else "test_nll"
+    _say(f"test {what}: {row[key]:.4f} ± {row[key + '_se']:.4f} (standard error over {row['n']} points)")
+    ref = baseline(cfg, data)
+    if ref is not None:
+        label, value = ref
+        row[f"baseline_{key.split('_')[1]}"] = value
+        if bpd:
+            verdict = " -> the model beats it" if row[key] < value else " -> the model does NOT beat it"
+        else:
+            verdict = f" (the model's is {row[key] - value:+.4f} nats from it)"
+        _say(f"{label}: {value:.4f}{verdict}")
+    print(json.dumps(row))
     return 0
 
 
 def _cmd_train(args) -> int:
-    from scoresde.train import TrainingInterrupted, train
-
-    cfg = resolve_config(args)
+    cfg = C.validate(resolve_config(args))
     if args.dry_run:
         print(C.to_toml(cfg))
         return 0
+    from scoresde.train import TrainingInterrupted, train
+
     try:
         result = train(cfg, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
                        allow_config_change=args.allow_config_change)
     except TrainingInterrupted as err:  # SIGINT / SIGTERM: checkpointed; exit 128 + signal (130, 143)
         print(f"scoresde train: {err}", file=sys.stderr)
         return err.exit_code
-    print(f"finished at step {result.step}; checkpoints and metrics.jsonl in {result.workdir}")
+    _say(f"finished at step {result.step}; checkpoints and metrics.jsonl in {result.workdir}")
     return 0
 
 
 def _cmd_demo(args) -> int:
     from scoresde.demo import demo_config, run_demo
 
-    cfg = C.apply_overrides(demo_config(quick=args.quick, steps=args.steps), args.overrides)
+    cfg = C.validate(C.apply_overrides(demo_config(quick=args.quick, steps=args.steps), args.overrides))
     if args.dry_run:
         print(C.to_toml(cfg))
         return 0
@@ -189,21 +283,41 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_show_config(args) -> int:
+    print(C.to_toml(C.validate(resolve_config(args))))
+    return 0
+
+
 _COMMANDS = {
     "train": _cmd_train,
     "sample": _cmd_sample,
     "likelihood": _cmd_likelihood,
-    "show-config": lambda args: print(C.to_toml(resolve_config(args))) or 0,
+    "show-config": _cmd_show_config,
     "demo": _cmd_demo,
 }
 
 
+def _expected_errors() -> tuple[type, ...]:
+    """Failures a user can cause and fix (reported in one line); anything else is a bug (a traceback)."""
+    from scoresde.checkpoint import CheckpointError
+    from scoresde.rundir import MetricsError, WorkdirLocked
+    from scoresde.train import TrainingDiverged
+
+    return C.ConfigError, OSError, CheckpointError, TrainingDiverged, FloatingPointError, WorkdirLocked, MetricsError
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``scoresde`` console script; configuration errors exit with status 2 and a message."""
+    """Entry point of the ``scoresde`` console script; expected failures exit with status 2 and one line."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in _COMPUTE and not getattr(args, "dry_run", False):
+            from scoresde.runtime import configure_threads
+
+            configure_threads(args.threads)
         return _COMMANDS[args.command](args)
-    except (C.ConfigError, FileNotFoundError, FileExistsError, WorkdirLocked) as err:
+    except Exception as err:
+        if not isinstance(err, _expected_errors()):
+            raise
         print(f"scoresde {args.command}: error: {err}", file=sys.stderr)
         return 2
 

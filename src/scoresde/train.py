@@ -232,6 +232,7 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
     of the run is readable (nothing is changed), :class:`~scoresde.config.ConfigError` for a config that
     does not match the checkpoint.
     """
+    C.validate(cfg, model=model is None)  # every value checked before any work (a given model: not [model])
     tc = cfg.training
     device = _device(tc.device, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world, _ = setup_distributed(device.type)
