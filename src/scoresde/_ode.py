@@ -23,21 +23,38 @@ METHODS = ADAPTIVE + FIXED
 
 
 class _Counted:
+    """Counts the evaluations of ``fn`` and keeps the latest time and result, so that a failed solve can say
+    whether (and where) ``fn`` stopped being finite."""
+
     def __init__(self, fn):
-        self.fn, self.nfe = fn, 0
+        self.fn, self.nfe, self.last_t, self.last = fn, 0, None, None
 
     def __call__(self, t, y):
         self.nfe += 1
-        return self.fn(t, y)
+        self.last_t = t
+        self.last = self.fn(t, y)
+        return self.last
+
+
+def _solver_failure(counted: _Counted, method: str, what: str, err: AssertionError) -> Exception:
+    """The error for torchdiffeq's ``AssertionError`` (its step size underflowed). A NaN/inf right-hand side is
+    the usual cause: the error estimate is NaN, every step is rejected and the step shrinks to nothing. One host
+    read of the latest result, on failure only, tells which it was."""
+    t = "unknown" if counted.last_t is None else f"{float(counted.last_t):.6g}"
+    if isinstance(counted.last, Tensor) and not torch.isfinite(counted.last).all():
+        return FloatingPointError(f"{what} returned NaN or inf at t = {t}; the {method} solver cannot step past it")
+    return RuntimeError(f"the {method} solver failed near t = {t} ({err}); {what} is probably not smooth there")
 
 
 def integrate(fn: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t0: float, t1: float, *,
               method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-              steps: int | None = None) -> tuple[Tensor, int]:
+              steps: int | None = None, what: str = "the ODE right-hand side") -> tuple[Tensor, int]:
     """Integrate dy/dt = fn(t, y) from t0 to t1; returns (y(t1), number of fn evaluations).
 
     Adaptive methods use ``rtol``/``atol``; fixed-step ones (``euler``, ``heun``, ``midpoint``, ``rk4``)
-    take ``steps`` uniform steps.
+    take ``steps`` uniform steps. When an adaptive solve breaks down (torchdiffeq's step-size underflow) it
+    raises :class:`FloatingPointError` if ``fn`` (named ``what`` in the message) had just returned NaN/inf,
+    else :class:`RuntimeError`; both name the time.
     """
     check_choice("method", method, METHODS)
     counted = _Counted(fn)
@@ -58,7 +75,10 @@ def integrate(fn: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t0: float, t1:
         # step of 1 % of the interval replaces torchdiffeq's initial-step heuristic, whose trial evaluation
         # can land far beyond t1 when fn is small at t0 (VE near t = 0). The step size adapts from there.
         opts = {"step_t": times[1:], "first_step": abs(t1 - t0) * 1e-2}
-        ys = torchdiffeq.odeint(counted, y0, times, rtol=rtol, atol=atol, method=method, options=opts)
+        try:
+            ys = torchdiffeq.odeint(counted, y0, times, rtol=rtol, atol=atol, method=method, options=opts)
+        except AssertionError as err:  # torchdiffeq signals a collapsing step size with an AssertionError
+            raise _solver_failure(counted, method, what, err) from err
     return ys[-1], counted.nfe
 
 
