@@ -276,6 +276,49 @@ GENERATOR_USERS = {
 }
 
 
+
+
+def _kernel():
+    from scoresde.discrete.chain import DiscreteChain
+    from scoresde.discrete.kernel import GaussianReverseKernel
+    from scoresde.discrete.schedules import linear_betas
+
+    chain = DiscreteChain(linear_betas(4, 1e-3, 0.2))
+    return GaussianReverseKernel(chain, lambda x, i: torch.zeros_like(x))
+
+
+def _outside_the_core():
+    from scoresde import data
+    from scoresde.bpd import uniform_dequantize
+    from scoresde.discrete.bound import vlb
+    from scoresde.discrete.objectives import UniformSampler, simple_loss, vlb_estimate
+    from scoresde.discrete.sampling import sample_chain
+    from scoresde.metrics.sliced import random_directions
+
+    k = _kernel()
+    return {
+        "SDE.prior_sample": lambda g: SDE.prior_sample((4, 2), generator=g),
+        "inpaint": lambda g: sd.inpaint(GOOD, SDE, X.float(), torch.tensor([1.0, 0.0]), steps=2, generator=g),
+        "GaussianMixture.sample": lambda g: MIX.sample(4, generator=g),
+        "uniform_dequantize": lambda g: uniform_dequantize(torch.zeros(4, 2, dtype=torch.long), n_bits=8,
+                                                           generator=g),
+        "sample_toy": lambda g: data.sample_toy("rings", 4, generator=g),
+        "random_flip": lambda g: data.random_flip(torch.zeros(4, 1, 2, 2), generator=g),
+        "data.dequantize": lambda g: data.dequantize(torch.zeros(4, 2), 256, generator=g),
+        "discrete.vlb": lambda g: vlb(k, torch.zeros(4, 2), generator=g, decoder="gaussian"),
+        "DiscreteChain.step": lambda g: k.chain.step(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long),
+                                                     generator=g),
+        "TimestepSampler.sample": lambda g: UniformSampler(4).sample(4, generator=g),
+        "simple_loss": lambda g: simple_loss(k, torch.zeros(4, 2), generator=g),
+        "vlb_estimate": lambda g: vlb_estimate(k, torch.zeros(4, 2), generator=g, decoder="gaussian"),
+        "sample_chain": lambda g: sample_chain(k, (4, 2), generator=g),
+        "random_directions": lambda g: random_directions(3, 2, generator=g),
+    }
+
+
+GENERATOR_USERS.update(_outside_the_core())
+
+
 @pytest.mark.parametrize("entry", sorted(GENERATOR_USERS))
 def test_a_generator_of_the_wrong_type_is_a_clear_type_error(entry):
     with pytest.raises(TypeError, match=r"generator must be a torch\.Generator or None, got int; to seed, pass "

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scoresde._checks import append_dims, batch_dim, check_int, check_positive, check_time, checked_score
+from scoresde._checks import (
+    append_dims,
+    batch_dim,
+    check_generator,
+    check_int,
+    check_positive,
+    check_time,
+    checked_score,
+)
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -101,6 +109,7 @@ class SDE:
 
     def prior_sample(self, shape, *, generator: torch.Generator | None = None, device=None, dtype=None) -> Tensor:
         """Draw x_T ~ N(0, prior_std² I) of the given shape ``(B, ...)``."""
+        check_generator(generator)
         z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
         return z * self.prior_std
 
