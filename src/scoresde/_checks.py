@@ -130,7 +130,9 @@ def check_score(score: Tensor, x: Tensor, *, where: str = "score_fn", t: Tensor 
     """Check the output of a ``score_fn`` against its input ``x``: a floating tensor of exactly x's shape
     (free: no host synchronisation) and, with ``finite``, free of NaN/inf (read only on CPU, see the module
     docstring). An output that merely broadcasts against x ((B, 1), (1, D), a scalar) is refused: broadcasting
-    would silently turn it into a wrong drift, loss or log-density. ``t`` only enriches the NaN message.
+    would silently turn it into a wrong drift, loss or log-density. The dtype may differ from x's (a float32
+    network under a float64 ODE state is legitimate; type promotion keeps the state's precision). ``t`` only
+    enriches the NaN message.
     """
     if not isinstance(score, Tensor) or score.shape != x.shape:
         got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
