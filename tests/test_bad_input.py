@@ -117,6 +117,24 @@ def test_every_entry_point_runs_with_a_correct_score(entry):
     ENTRY_POINTS[entry](GOOD)
 
 
+@pytest.mark.parametrize("bad", sorted(_bad_scores()))
+def test_wrappers_that_call_a_score_check_it_before_combining_it(bad):
+    """guided_score_fn adds a gradient of x's shape, which would repair a (B, 1) score's shape by broadcasting;
+    score_fn_to_eps_net multiplies by a (B, 1, ...) std. Both check the inner score on every call."""
+    from scoresde.controllable import guided_score_fn
+    from scoresde.discrete import score_fn_to_eps_net
+
+    factory, got = _bad_scores()[bad]
+    pattern = r"score_fn must return a tensor of the input's shape \(4, 2\), got " + re.escape(got)
+    guided = guided_score_fn(factory(), lambda x, t, y: -(x**2).sum(1), torch.zeros(4, dtype=torch.long))
+    eps_net = score_fn_to_eps_net(factory(), SDE, 1000)
+    t, i = torch.full((4,), 0.5), torch.full((4,), 500, dtype=torch.long)
+    with pytest.raises(ValueError, match=pattern):
+        [guided(X, t) for _ in range(3)]
+    with pytest.raises(ValueError, match=pattern):
+        [eps_net(X, i) for _ in range(3)]
+
+
 def test_log_likelihood_with_a_broadcast_score_used_to_be_finite_and_wrong():
     """The case of the issue: a (B, 1) score broadcast into a finite log-density (−7.16 instead of −1.36)."""
     with pytest.raises(ValueError, match=r"score_fn .* shape \(4, 2\), got \(4, 1\)"):
