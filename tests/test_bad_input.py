@@ -256,6 +256,15 @@ def test_sample_ode_nan_on_an_accelerator_is_reported_when_the_solver_gives_up(m
         sample_ode(_nan_below_half, SDE, (4, 2), generator=seeded())
 
 
+def test_log_likelihood_nan_on_an_accelerator_is_reported_when_the_solver_gives_up(monkeypatch):
+    import scoresde.likelihood as likelihood
+
+    monkeypatch.setattr(likelihood, "on_cpu", lambda x: False)  # no per-evaluation value check, as on a GPU
+    with pytest.raises(FloatingPointError, match=r"log_likelihood: .*score_fn.* NaN or inf at t = 0\.[5-9]"):
+        log_likelihood(lambda x, t: torch.where(t[:, None] > 0.5, torch.full_like(x, float("nan")), -x), SDE, X,
+                       divergence="exact")
+
+
 def test_integrate_reports_a_nan_right_hand_side():
     def fn(t, y):
         return -y if float(t) > 0.5 else torch.full_like(y, float("nan"))

@@ -23,26 +23,33 @@ METHODS = ADAPTIVE + FIXED
 
 
 class _Counted:
-    """Counts the evaluations of ``fn`` and keeps the latest time and result, so that a failed solve can say
-    whether (and where) ``fn`` stopped being finite."""
+    """Counts the evaluations of ``fn`` and records, on the device and without a host synchronisation, the
+    first time at which ``fn`` returned NaN/inf, so that a failed solve can say where ``fn`` broke down."""
 
     def __init__(self, fn):
-        self.fn, self.nfe, self.last_t, self.last = fn, 0, None, None
+        self.fn, self.nfe, self.last_t, self.first_bad_t = fn, 0, None, None
 
     def __call__(self, t, y):
         self.nfe += 1
         self.last_t = t
-        self.last = self.fn(t, y)
-        return self.last
+        out = self.fn(t, y)
+        if isinstance(out, Tensor) and out.is_floating_point():
+            tt = torch.as_tensor(t, dtype=torch.float64).to(out.device)
+            if self.first_bad_t is None:
+                self.first_bad_t = torch.full_like(tt, float("nan"))
+            bad = ~torch.isfinite(out).all() & torch.isnan(self.first_bad_t)
+            self.first_bad_t = torch.where(bad, tt, self.first_bad_t)
+        return out
 
 
 def _solver_failure(counted: _Counted, method: str, what: str, err: AssertionError) -> Exception:
     """The error for torchdiffeq's ``AssertionError`` (its step size underflowed). A NaN/inf right-hand side is
     the usual cause: the error estimate is NaN, every step is rejected and the step shrinks to nothing. One host
-    read of the latest result, on failure only, tells which it was."""
+    read, on failure only, tells which it was."""
+    if counted.first_bad_t is not None and not torch.isnan(counted.first_bad_t):
+        return FloatingPointError(f"{what} returned NaN or inf at t = {float(counted.first_bad_t):.6g} (first "
+                                  f"such evaluation); the {method} solver cannot step past it")
     t = "unknown" if counted.last_t is None else f"{float(counted.last_t):.6g}"
-    if isinstance(counted.last, Tensor) and not torch.isfinite(counted.last).all():
-        return FloatingPointError(f"{what} returned NaN or inf at t = {t}; the {method} solver cannot step past it")
     return RuntimeError(f"the {method} solver failed near t = {t} ({err}); {what} is probably not smooth there")
 
 
