@@ -23,21 +23,45 @@ METHODS = ADAPTIVE + FIXED
 
 
 class _Counted:
+    """Counts the evaluations of ``fn`` and records, on the device and without a host synchronisation, the
+    first time at which ``fn`` returned NaN/inf, so that a failed solve can say where ``fn`` broke down."""
+
     def __init__(self, fn):
-        self.fn, self.nfe = fn, 0
+        self.fn, self.nfe, self.last_t, self.first_bad_t = fn, 0, None, None
 
     def __call__(self, t, y):
         self.nfe += 1
-        return self.fn(t, y)
+        self.last_t = t
+        out = self.fn(t, y)
+        if isinstance(out, Tensor) and out.is_floating_point():
+            tt = torch.as_tensor(t, dtype=torch.float64).to(out.device)
+            if self.first_bad_t is None:
+                self.first_bad_t = torch.full_like(tt, float("nan"))
+            bad = ~torch.isfinite(out).all() & torch.isnan(self.first_bad_t)
+            self.first_bad_t = torch.where(bad, tt, self.first_bad_t)
+        return out
+
+
+def _solver_failure(counted: _Counted, method: str, what: str, err: AssertionError) -> Exception:
+    """The error for torchdiffeq's ``AssertionError`` (its step size underflowed). A NaN/inf right-hand side is
+    the usual cause: the error estimate is NaN, every step is rejected and the step shrinks to nothing. One host
+    read, on failure only, tells which it was."""
+    if counted.first_bad_t is not None and not torch.isnan(counted.first_bad_t):
+        return FloatingPointError(f"{what} returned NaN or inf at t = {float(counted.first_bad_t):.6g} (first "
+                                  f"such evaluation); the {method} solver cannot step past it")
+    t = "unknown" if counted.last_t is None else f"{float(counted.last_t):.6g}"
+    return RuntimeError(f"the {method} solver failed near t = {t} ({err}); {what} is probably not smooth there")
 
 
 def integrate(fn: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t0: float, t1: float, *,
               method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-              steps: int | None = None) -> tuple[Tensor, int]:
+              steps: int | None = None, what: str = "the ODE right-hand side") -> tuple[Tensor, int]:
     """Integrate dy/dt = fn(t, y) from t0 to t1; returns (y(t1), number of fn evaluations).
 
     Adaptive methods use ``rtol``/``atol``; fixed-step ones (``euler``, ``heun``, ``midpoint``, ``rk4``)
-    take ``steps`` uniform steps.
+    take ``steps`` uniform steps. When an adaptive solve breaks down (torchdiffeq's step-size underflow) it
+    raises :class:`FloatingPointError` if ``fn`` (named ``what`` in the message) had just returned NaN/inf,
+    else :class:`RuntimeError`; both name the time.
     """
     check_choice("method", method, METHODS)
     counted = _Counted(fn)
@@ -58,7 +82,10 @@ def integrate(fn: Callable[[Tensor, Tensor], Tensor], y0: Tensor, t0: float, t1:
         # step of 1 % of the interval replaces torchdiffeq's initial-step heuristic, whose trial evaluation
         # can land far beyond t1 when fn is small at t0 (VE near t = 0). The step size adapts from there.
         opts = {"step_t": times[1:], "first_step": abs(t1 - t0) * 1e-2}
-        ys = torchdiffeq.odeint(counted, y0, times, rtol=rtol, atol=atol, method=method, options=opts)
+        try:
+            ys = torchdiffeq.odeint(counted, y0, times, rtol=rtol, atol=atol, method=method, options=opts)
+        except AssertionError as err:  # torchdiffeq signals a collapsing step size with an AssertionError
+            raise _solver_failure(counted, method, what, err) from err
     return ys[-1], counted.nfe
 
 

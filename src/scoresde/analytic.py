@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from scoresde._checks import check_time
+from scoresde._checks import check_generator, check_time
 from scoresde.sde import SDE, ScoreFn
 
 __all__ = ["GaussianMixture"]
@@ -67,6 +67,7 @@ class GaussianMixture:
     def sample(self, n: int, *, generator: torch.Generator | None = None, dtype=torch.float64, device=None,
                return_labels: bool = False):
         """Draw ``n`` samples ``(n, D)``; with ``return_labels`` also the component index of each."""
+        check_generator(generator)
         gen_device = generator.device if generator is not None else device
         labels = torch.multinomial(self.weights.to(gen_device), n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64, device=gen_device)

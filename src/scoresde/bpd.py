@@ -20,7 +20,7 @@ from numbers import Real
 import torch
 from torch import Tensor
 
-from scoresde._checks import check_int, on_cpu
+from scoresde._checks import check_generator, check_int, on_cpu
 
 __all__ = ["bits_per_dim", "uniform_dequantize", "check_discrete", "num_levels", "log_abs_scale"]
 
@@ -92,6 +92,7 @@ def uniform_dequantize(x: Tensor, *, n_bits: int | None = None, levels: int | No
     """
     L = num_levels(n_bits, levels)
     check_discrete(x, L)
+    check_generator(generator)
     gen_device = generator.device if generator is not None else x.device
     noise = torch.rand(x.shape, generator=generator, device=gen_device, dtype=dtype).to(x.device)
     return scale * ((x.to(dtype) + noise) / L) + shift

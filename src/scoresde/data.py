@@ -29,7 +29,7 @@ import os
 import torch
 from torch import Tensor
 
-from scoresde._checks import check_choice, check_int, check_positive
+from scoresde._checks import check_choice, check_generator, check_int, check_positive
 from scoresde.bpd import bits_per_dim
 
 __all__ = [
@@ -155,6 +155,7 @@ def sample_toy(name: str, n: int, *, generator: torch.Generator | None = None, d
     """``n`` points ``(n, 2)`` from a 2-D toy distribution (one of :data:`TOY_DATASETS`)."""
     check_choice("toy data set", name, TOY_DATASETS)
     check_int("n", n)
+    check_generator(generator)
     return TOY_DATASETS[name](n, generator).to(dtype)
 
 
@@ -208,6 +209,7 @@ def image_dataset(name: str, root: str, *, split: str = "train", download: bool 
 
 def random_flip(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
     """Flip each image of ``(B, C, H, W)`` horizontally with probability ½."""
+    check_generator(generator)
     flip = torch.rand(x.shape[0], generator=generator, device=_gen_device(generator, x)) < 0.5
     flip = flip.to(x.device).reshape((-1,) + (1,) * (x.ndim - 1))
     return torch.where(flip, x.flip(-1), x)
@@ -232,6 +234,7 @@ def dequantize(u: Tensor, levels: int, *, generator: torch.Generator | None = No
     map to level ``k``.
     """
     check_int("levels", levels, minimum=2)
+    check_generator(generator)
     k = torch.floor(u * levels).clamp(0, levels - 1)
     noise = torch.rand(u.shape, generator=generator, device=_gen_device(generator, u), dtype=u.dtype).to(u.device)
     return (k + noise) / levels

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scoresde._checks import batch_dim, check_int
+from scoresde._checks import batch_dim, check_generator, check_int
 from scoresde.bpd import check_discrete, log_abs_scale, num_levels
 
 __all__ = ["VariationalDequantizer", "dequantized_log_prob"]
@@ -79,6 +79,7 @@ class VariationalDequantizer(nn.Module):
         invertible function of it.
         """
         check_discrete(x, self.levels)
+        check_generator(generator)
         if batch_dim(x) != self.dim:
             raise ValueError(f"x must have {self.dim} values per sample, got shape {tuple(x.shape)}")
         feat = self._features(x)
@@ -111,6 +112,8 @@ def dequantized_log_prob(log_prob_fn: Callable[[Tensor], Tensor], x: Tensor, u: 
 
     where ``log_prob_fn(y)`` is the model's log-density on model space (or a lower bound on it) and
     ``log_q`` is None for uniform u (log q = 0). Bits/dim: −result/(D ln 2). Differentiable in u and log_q.
+    ``log_prob_fn`` must return one value per sample, ``(B,)``, as must ``log_q`` (checked: a (B, 1) result
+    would broadcast into a (B, B) one).
     """
     L = num_levels(n_bits, levels)
     check_discrete(x, L)
@@ -118,5 +121,13 @@ def dequantized_log_prob(log_prob_fn: Callable[[Tensor], Tensor], x: Tensor, u: 
         raise ValueError(f"u must have the shape of x {tuple(x.shape)}, got {tuple(u.shape)}")
     D = batch_dim(x)
     y = scale * ((x.to(u.dtype) + u) / L) + shift
-    out = log_prob_fn(y) + log_abs_scale(scale, D) - D * math.log(L)
+    B = x.shape[0]
+    if log_q is not None and (not isinstance(log_q, Tensor) or log_q.shape != (B,)):
+        got = tuple(log_q.shape) if isinstance(log_q, Tensor) else type(log_q).__name__
+        raise ValueError(f"log_q must have shape ({B},) (one value per sample), got {got}")
+    log_p = log_prob_fn(y)
+    if not isinstance(log_p, Tensor) or log_p.shape != (B,):
+        got = tuple(log_p.shape) if isinstance(log_p, Tensor) else type(log_p).__name__
+        raise ValueError(f"log_prob_fn must return a tensor of shape ({B},) (one log-density per sample), got {got}")
+    out = log_p + log_abs_scale(scale, D) - D * math.log(L)
     return out if log_q is None else out - log_q

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde._checks import batch_dim, batch_sum, check_eps, check_int, check_tensor
+from scoresde._checks import batch_dim, batch_sum, check_eps, check_generator, check_int, check_tensor
 from scoresde.losses import dsm_loss
 from scoresde.sde import SDE, ScoreFn
 
@@ -77,7 +77,8 @@ def nll_bound_terms(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, eps: float = 1e-
     The score term averages ``samples`` draws of (t, noise) per data point. It is differentiable in the
     score model's parameters and in ``x0`` (so a variational dequantiser can be trained through it).
     """
-    check_tensor("x0", x0, min_ndim=2)
+    check_tensor("x0", x0, min_ndim=2, nonempty=True)
+    check_generator(generator)
     eps = check_eps(eps, sde.T)
     check_int("samples", samples)
     B = x0.shape[0]

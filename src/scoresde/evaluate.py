@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde._checks import batch_dim, check_int
+from scoresde._checks import batch_dim, check_generator, check_int
 from scoresde.bpd import bits_per_dim, num_levels, uniform_dequantize
 from scoresde.likelihood import log_likelihood
 from scoresde.sde import SDE, ScoreFn
@@ -43,6 +43,16 @@ def _levels_of(batch) -> Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
+def _check_dequantizer_output(u, log_q, x: Tensor) -> None:
+    """u must be shaped like x and log q(u|x) be one value per sample: anything else would broadcast."""
+    if not isinstance(u, Tensor) or u.shape != x.shape:
+        got = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
+        raise ValueError(f"dequantizer must return u of the data's shape {tuple(x.shape)}, got {got}")
+    if not isinstance(log_q, Tensor) or log_q.shape != (x.shape[0],):
+        got = tuple(log_q.shape) if isinstance(log_q, Tensor) else type(log_q).__name__
+        raise ValueError(f"dequantizer must return log_q of shape ({x.shape[0]},) (one per sample), got {got}")
+
+
 def evaluate_nll(score_fn: ScoreFn, sde: SDE, data: Iterable, *, n_bits: int | None = None,
                  levels: int | None = None, scale=1.0, shift=0.0, repeats: int = 5, dequantizer=None,
                  divergence: str = "rademacher", probes: int = 1, eps: float = 1e-5, method: str = "dopri5",
@@ -56,6 +66,9 @@ def evaluate_nll(score_fn: ScoreFn, sde: SDE, data: Iterable, *, n_bits: int | N
     there (none by default). ``progress``: a tqdm bar (default: only when stderr is a terminal).
     """
     check_int("repeats", repeats)
+    check_generator(generator)
+    if dequantizer is not None and not callable(dequantizer):
+        raise TypeError(f"dequantizer must be None or a callable x -> (u, log_q), got {type(dequantizer).__name__}")
     L = num_levels(n_bits, levels)
     from tqdm.auto import tqdm  # core dependency, imported on use
 
@@ -67,6 +80,9 @@ def evaluate_nll(score_fn: ScoreFn, sde: SDE, data: Iterable, *, n_bits: int | N
             break
         x = _levels_of(batch)
         x = x.to(device) if device is not None else x
+        if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] == 0:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"data must yield non-empty batches of levels (B, ...) with B >= 1; batch {i} is {got}")
         D = batch_dim(x)
         bpd = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
         for _ in range(repeats):
@@ -76,6 +92,7 @@ def evaluate_nll(score_fn: ScoreFn, sde: SDE, data: Iterable, *, n_bits: int | N
             else:
                 with torch.no_grad():
                     u, log_q = dequantizer(x, generator=generator)
+                _check_dequantizer_output(u, log_q, x)
                 y = scale * ((x.to(dtype) + u.to(dtype)) / L) + shift
             res = log_likelihood(score_fn, sde, y, divergence=divergence, probes=probes, eps=eps, method=method,
                                  rtol=rtol, atol=atol, generator=generator)

@@ -20,7 +20,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde._checks import batch_dim, check_choice, check_eps, check_int, check_tensor, on_cpu
+from scoresde._checks import (
+    CheckedScore,
+    ScoreNotFiniteError,
+    batch_dim,
+    check_choice,
+    check_eps,
+    check_generator,
+    check_int,
+    check_tensor,
+    on_cpu,
+)
 from scoresde._ode import METHODS, integrate
 from scoresde.sde import SDE, ScoreFn
 
@@ -59,6 +69,7 @@ def draw_probes(kind: str, shape, probes: int, *, generator: torch.Generator | N
     """
     check_choice("probe kind", kind, PROBE_KINDS)
     check_int("probes", probes)
+    check_generator(generator)
     gen_device = generator.device if generator is not None else device
     full = (probes, *shape)
     if kind == "gaussian":
@@ -103,31 +114,29 @@ class _FlowWithDivergence:
     """Right-hand side of d(x, ℓ)/dt = (f̃(x, t), ∇·f̃(x, t)) on a flat state ``(B, D + 1)``.
 
     No host synchronisation on an accelerator: the finiteness check runs only for CPU states; on other
-    devices the state is checked once, after the solve. ``last_t`` keeps the latest time (as a tensor) so
-    that an error can say where the solve broke down.
+    devices the state is checked once, after the solve (and :func:`~scoresde._ode.integrate` names the time
+    where a NaN right-hand side made the adaptive solver give up).
     """
 
     def __init__(self, drift: Callable[[Tensor, Tensor], Tensor], shape, divergence: str, probes: Tensor | None):
         self.drift, self.shape, self.divergence, self.probes = drift, tuple(shape), divergence, probes
-        self.last_t: Tensor | None = None
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
-        self.last_t = t
         B = self.shape[0]
         vec_t = t.reshape(1).expand(B).contiguous()
         with torch.enable_grad():
             x = y[:, :-1].reshape(self.shape).detach().requires_grad_(True)
             out = self.drift(x, vec_t)
-            if out.shape != x.shape:
-                raise ValueError(f"score_fn must return a tensor of the input's shape {tuple(x.shape)}, "
-                                 f"got {tuple(out.shape)}")
+            if out.shape != x.shape:  # the score's shape is checked on every call; this is the SDE's drift
+                raise ValueError(f"the probability-flow drift must have the state's shape {tuple(x.shape)}, got "
+                                 f"{tuple(out.shape)}: check the SDE's drift(x, t)")
             if self.divergence == "exact":
                 div = exact_divergence(out, x)
             else:
                 div = hutchinson_divergence(out, x, self.probes)
         dy = torch.cat([out.detach().reshape(B, -1), div.detach()[:, None]], dim=1)
         if on_cpu(dy) and not torch.isfinite(dy).all():
-            raise ValueError(f"log_likelihood: the probability-flow drift or its divergence is not finite at "
+            raise ScoreNotFiniteError(f"log_likelihood: the probability-flow drift or its divergence is not finite at "
                              f"t={float(t):.6g} (check score_fn for NaN/inf near this time)")
         return dy
 
@@ -139,8 +148,9 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: Tensor, *, divergence: str = 
 
     Args:
         score_fn: any ``score_fn(x, t)``; the drift is ``sde.reverse(score_fn, probability_flow=True).drift``.
+            Every result must have x's shape exactly (checked on every call; broadcasting is refused).
         sde: any :class:`~scoresde.sde.SDE`; its ``prior_logp`` scores the latent.
-        x: data in model space (already dequantised and scaled), ``(B, ...)``, float32 or float64.
+        x: data in model space (already dequantised and scaled), ``(B, ...)`` with B >= 1, float32 or float64.
         divergence: ``"rademacher"`` or ``"gaussian"`` (Hutchinson–Skilling probes, drawn once per solve) or
             ``"exact"`` (D vector–Jacobian products per evaluation; low dimensions only).
         probes: Hutchinson probes per sample (their estimates are averaged; ignored for ``"exact"``).
@@ -160,7 +170,8 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: Tensor, *, divergence: str = 
     if isinstance(x, Tensor) and not x.is_floating_point():
         raise TypeError(f"x must be floating-point model-space data, got dtype {x.dtype}: integer data must be "
                         "dequantised and scaled first (scoresde.bpd.uniform_dequantize): it has no density")
-    check_tensor("x", x, min_ndim=2)
+    check_tensor("x", x, min_ndim=2, nonempty=True)
+    check_generator(generator)
     check_choice("divergence", divergence, DIVERGENCES)
     check_int("probes", probes)
     check_choice("method", method, METHODS)
@@ -168,14 +179,14 @@ def log_likelihood(score_fn: ScoreFn, sde: SDE, x: Tensor, *, divergence: str = 
     v = None
     if divergence != "exact":
         v = draw_probes(divergence, x.shape, probes, generator=generator, device=x.device, dtype=x.dtype)
-    rhs = _FlowWithDivergence(sde.reverse(score_fn, probability_flow=True).drift, x.shape, divergence, v)
+    # Every score is checked for x's shape (a broadcastable (B, 1), (1, D) or scalar one would give a finite,
+    # wrong log-density); its values are checked through the drift and divergence in _FlowWithDivergence.
+    score = CheckedScore(score_fn, finite="never")
+    rhs = _FlowWithDivergence(sde.reverse(score, probability_flow=True).drift, x.shape, divergence, v)
     y0 = torch.cat([x.detach().reshape(x.shape[0], -1), x.new_zeros(x.shape[0], 1)], dim=1)
-    try:
-        y1, nfe = integrate(rhs, y0, eps, sde.T, method=method, rtol=rtol, atol=atol, steps=steps)
-    except AssertionError as err:  # torchdiffeq signals a collapsing step size with an AssertionError
-        where = "unknown" if rhs.last_t is None else f"{float(rhs.last_t):.6g}"
-        raise ValueError(f"log_likelihood: the ODE solver failed near t={where} ({err}); the score is probably "
-                         "not finite or not smooth there") from err
+    # A solve that breaks down raises FloatingPointError (NaN/inf right-hand side) or RuntimeError, naming t.
+    y1, nfe = integrate(rhs, y0, eps, sde.T, method=method, rtol=rtol, atol=atol, steps=steps,
+                        what="log_likelihood: the probability-flow drift or its divergence (from score_fn)")
     if not torch.isfinite(y1).all():
         raise ValueError(f"log_likelihood: the ODE state at t=T={sde.T} is not finite (solved with {method} from "
                          f"t={eps}); check score_fn and the data range")

@@ -13,12 +13,13 @@ import torch
 from torch import Tensor
 
 from scoresde._checks import (
+    CheckedScore,
     append_dims,
     batch_sum,
     check_choice,
     check_eps,
+    check_generator,
     check_int,
-    check_score,
     check_tensor,
     check_time,
 )
@@ -54,6 +55,7 @@ def sample_time(sde: SDE, batch: int, *, eps: float = 1e-5, importance_sampling:
     Returns ``(t, weight)``, both ``(batch,)``.
     """
     eps = check_eps(eps, sde.T)
+    check_generator(generator)
     u = torch.rand(batch, generator=generator, device=device, dtype=dtype)
     if not importance_sampling:
         return eps + (sde.T - eps) * u, torch.ones_like(u)
@@ -97,12 +99,14 @@ def dsm_loss(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, weighting: Weighting = 
     (T − eps)·E[ℓ] the score-dependent part of the ScoreFlow bound, Song et al. 2021b, Theorem 2), ``"none"``
     or a callable ``(sde, t) -> (B,)``. ``importance_sampling`` draws t ∝ g²/σ² (the variance-reduction of
     ScoreFlow Sec. 5.1; meant for likelihood weighting, valid for any). ``t`` and ``noise`` may be given to
-    fix the randomness (then no importance weight is applied).
+    fix the randomness (then no importance weight is applied). Every ``score_fn`` result must have the
+    shape of x_t exactly and be finite (checked on CPU).
     """
-    check_tensor("x0", x0, min_ndim=1)
+    check_tensor("x0", x0, min_ndim=1, nonempty=True)
+    check_generator(generator)
     t, weight = _times(sde, x0, t, eps, importance_sampling, generator)
     xt, z, std = _perturb(sde, x0, t, noise, generator)
-    score = check_score(score_fn(xt, t), xt)
+    score = CheckedScore(score_fn)(xt, t)
     lam = _weighting(weighting)(sde, t)
     residual = append_dims(std, x0.ndim) * score + z
     return 0.5 * weight * lam / std**2 * batch_sum(residual**2)
@@ -126,14 +130,15 @@ def ssm_loss(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, projections: int = 1, d
     E[dsm_loss] = E[ssm_loss] + ½ D E[λ(t)/σ(t)²] (Vincent 2011), so both have the same minimiser.
     The Jacobian-vector products use autograd with ``create_graph=True``, so the loss is trainable.
     """
-    check_tensor("x0", x0, min_ndim=1)
+    check_tensor("x0", x0, min_ndim=1, nonempty=True)
+    check_generator(generator)
     check_int("projections", projections)
     check_choice("distribution", distribution, ("gaussian", "rademacher"))
     t, weight = _times(sde, x0, t, eps, False, generator)
     xt, _, _ = _perturb(sde, x0, t, noise, generator)
     with torch.enable_grad():
         xt = xt.detach().requires_grad_(True)
-        score = check_score(score_fn(xt, t), xt)
+        score = CheckedScore(score_fn)(xt, t)
         vs = _projections(x0.shape, projections, distribution, generator, x0)
         total = torch.zeros_like(t)
         for v in vs:
@@ -155,7 +160,8 @@ def smld_loss(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, num_scales: int = 10, 
     with i uniform over ``num_scales`` levels at times t_i = linspace(eps, T, num_scales); for the VE SDE these
     are the geometric σ ladder from σ_min to σ_max. The network is conditioned through t_i.
     """
-    check_tensor("x0", x0, min_ndim=1)
+    check_tensor("x0", x0, min_ndim=1, nonempty=True)
+    check_generator(generator)
     check_int("num_scales", num_scales, minimum=2)
     if not (0 <= eps < sde.T):
         raise ValueError(f"eps must lie in [0, T={sde.T}), got {eps!r}")
@@ -176,7 +182,8 @@ def ddpm_loss(score_fn: ScoreFn, sde: SDE, x0: Tensor, *, num_steps: int = 1000,
     with i uniform in {1..N} at t_i = i/N · T (the VP SDE's discretisation of the chain).
     Equivalent to 2·dsm_loss with λ = σ² at those times.
     """
-    check_tensor("x0", x0, min_ndim=1)
+    check_tensor("x0", x0, min_ndim=1, nonempty=True)
+    check_generator(generator)
     check_int("num_steps", num_steps)
     i = torch.randint(1, num_steps + 1, (x0.shape[0],), generator=generator, device=x0.device)
     t = i.to(x0.dtype) * (sde.T / num_steps)
@@ -194,7 +201,8 @@ def classifier_loss(classifier: Callable[[Tensor, Tensor], Tensor], sde: SDE, x0
     returns logits ``(B, K)``; ``labels`` are integers ``(B,)`` in ``[0, K)``. ``importance_sampling`` draws t
     as :func:`sample_time` does and reweights, so the mean still estimates the uniform time-average.
     """
-    check_tensor("x0", x0, min_ndim=1)
+    check_tensor("x0", x0, min_ndim=1, nonempty=True)
+    check_generator(generator)
     if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.ndim != 1 \
             or labels.shape[0] != x0.shape[0]:
         got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__

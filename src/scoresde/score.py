@@ -39,8 +39,15 @@ NOISE_CONDS = ("999t", "sigma", "t", "discrete_index")
 class ScoreModel(nn.Module):
     """``score_fn(x, t)`` from a network, an SDE, a parameterisation and a noise-conditioning rule.
 
-    ``forward(x, t, class_labels=None)`` returns the score, shaped like ``x``. The network is
+    ``forward(x, t, class_labels=None)`` returns the score, shaped like ``x`` and in x's dtype. The network is
     ``self.net`` (so DDP / EMA wrappers and ``state_dict`` see its parameters under ``net.``).
+
+    Dtypes, decided here once: the network runs in the dtype of its own floating parameters, so float64 (or
+    float16) ``x`` through a float32 network is cast to float32 on the way in, together with the noise
+    conditioning, and the output is cast back to x's dtype before it becomes a score (the ε → score division
+    then runs in x's precision). A float64 ODE state or likelihood therefore works with any network, the score
+    itself carrying the network's precision. Under ``torch.autocast`` x already has the parameters' dtype and
+    nothing is cast. A network without floating parameters receives its inputs unchanged.
     """
 
     def __init__(self, net: nn.Module, sde, parameterization: str = "eps", noise_cond: str | Callable = "999t",
@@ -101,10 +108,22 @@ class ScoreModel(nn.Module):
             std = self.discrete_std.to(t.device)[idx].to(std.dtype)
         return alpha, std
 
+    def _net_dtype(self) -> torch.dtype | None:
+        for p in self.net.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return None
+
     def net_output(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """The raw network output for ``(x, t)``."""
+        """The raw network output for ``(x, t)``, in x's dtype (the network runs in its own; see the class)."""
         nc = self.noise_cond(t)
-        return self.net(x, nc) if class_labels is None else self.net(x, nc, class_labels)
+        dtype = self._net_dtype()
+        if dtype is None:
+            return self.net(x, nc) if class_labels is None else self.net(x, nc, class_labels)
+        x_in = x.to(dtype) if x.is_floating_point() else x  # .to is a no-op when the dtype already matches
+        nc = nc.to(dtype) if isinstance(nc, Tensor) and nc.is_floating_point() else nc
+        out = self.net(x_in, nc) if class_labels is None else self.net(x_in, nc, class_labels)
+        return out.to(x.dtype) if isinstance(out, Tensor) and x.is_floating_point() else out
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """The score ∇_x log p_t(x), shaped like ``x``."""

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scoresde._checks import append_dims, batch_dim, check_int, check_positive, check_time
+from scoresde._checks import (
+    append_dims,
+    batch_dim,
+    check_generator,
+    check_int,
+    check_positive,
+    check_time,
+    checked_score,
+)
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -101,6 +109,7 @@ class SDE:
 
     def prior_sample(self, shape, *, generator: torch.Generator | None = None, device=None, dtype=None) -> Tensor:
         """Draw x_T ~ N(0, prior_std² I) of the given shape ``(B, ...)``."""
+        check_generator(generator)
         z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
         return z * self.prior_std
 
@@ -130,10 +139,17 @@ class SDE:
 
 class ReverseSDE:
     """dx = [f(x, t) − c g(t)² ∇_x log p_t(x)] dt + [c = 1] g(t) dw̄, with c = 1 (reverse SDE, Song
-    et al. 2021 eq. 6) or c = ½ and no noise (probability-flow ODE, eq. 13). Time runs from T to 0."""
+    et al. 2021 eq. 6) or c = ½ and no noise (probability-flow ODE, eq. 13). Time runs from T to 0.
+
+    ``self.score_fn`` is ``score_fn`` wrapped in a :class:`~scoresde._checks.CheckedScore` (unless it is one
+    already): every call's result must have the shape of x, because a (B, 1), (1, D) or scalar score would
+    broadcast into a finite but wrong drift. Its values are not read here (no host synchronisation);
+    the samplers and :func:`~scoresde.likelihood.log_likelihood` check for NaN themselves.
+    """
 
     def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False):
-        self.sde, self.score_fn, self.probability_flow = sde, score_fn, probability_flow
+        self.sde, self.probability_flow = sde, probability_flow
+        self.score_fn = checked_score(score_fn, finite="never")
         self.c = 0.5 if probability_flow else 1.0
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:

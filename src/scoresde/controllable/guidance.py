@@ -19,6 +19,8 @@ from numbers import Real
 import torch
 from torch import Tensor
 
+from scoresde._checks import check_score
+
 __all__ = ["guided_score_fn", "classifier_log_prob_fn", "check_labels"]
 
 LogProbFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -69,7 +71,7 @@ def guided_score_fn(score_fn, log_prob_fn: LogProbFn, y: Tensor, scale: float = 
     scale = float(scale)
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
-        score = score_fn(x, t)
+        score = check_score(score_fn(x, t), x, finite=False)  # a (B, 1) score would broadcast with the grad
         if scale == 0:
             return score
         with torch.enable_grad():

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde._checks import append_dims, batch_dim, batch_sum, check_choice, check_int, check_tensor
+from scoresde._checks import (
+    append_dims,
+    batch_dim,
+    batch_sum,
+    check_choice,
+    check_generator,
+    check_int,
+    check_tensor,
+)
 from scoresde.discrete.chain import check_index
 from scoresde.discrete.kernel import GaussianReverseKernel
 
@@ -152,6 +160,7 @@ def vlb(kernel: GaussianReverseKernel, x0: Tensor, *, generator: torch.Generator
     Runs the network T times on the batch; use ``torch.no_grad()`` for evaluation.
     """
     check_tensor("x0", x0, min_ndim=2)
+    check_generator(generator)
     check_choice("decoder", decoder, DECODERS)
     if decoder == "discretized":
         check_levels(x0, num_levels)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scoresde._checks import append_dims, check_int, check_tensor
+from scoresde._checks import append_dims, check_generator, check_int, check_tensor
 from scoresde.discrete.schedules import check_betas
 
 __all__ = ["DiscreteChain", "check_index"]
@@ -107,6 +107,7 @@ class DiscreteChain:
 
     def step(self, x_prev: Tensor, i: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """One forward step x_{i+1} ~ q(· | x_i) = N(sqrt(1 − β) x_i, β I)."""
+        check_generator(generator)
         check_index(i, self.T, batch=x_prev.shape[0])
         beta = self._bcast("betas", i, x_prev)
         noise = torch.randn(x_prev.shape, generator=generator, device=x_prev.device, dtype=x_prev.dtype)

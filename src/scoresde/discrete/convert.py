@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scoresde._checks import append_dims, check_choice, check_int
+from scoresde._checks import append_dims, check_choice, check_int, check_score
 from scoresde.discrete.chain import DiscreteChain
 from scoresde.sde import SDE, ScoreFn
 
@@ -97,6 +97,6 @@ def score_fn_to_eps_net(score_fn: ScoreFn, sde: SDE, num_steps: int, *, std: str
 
     def eps_net(x: Tensor, i: Tensor) -> Tensor:
         t = index_to_time(i, num_steps, dtype=x.dtype).to(x.device)
-        return -append_dims(std_of(i.to(x.dtype), t), x.ndim) * score_fn(x, t)
+        return -append_dims(std_of(i.to(x.dtype), t), x.ndim) * check_score(score_fn(x, t), x, finite=False)
 
     return eps_net

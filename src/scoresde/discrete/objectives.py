@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from scoresde._checks import batch_dim, check_choice, check_int, check_positive, check_tensor
+from scoresde._checks import batch_dim, check_choice, check_generator, check_int, check_positive, check_tensor
 from scoresde.discrete.bound import DECODERS, prior_kl, term_from_kernel_output
 from scoresde.discrete.kernel import GaussianReverseKernel
 
@@ -42,6 +42,7 @@ class TimestepSampler:
     def sample(self, batch: int, *, generator: torch.Generator | None = None, device=None) -> tuple[Tensor, Tensor]:
         """Draw ``batch`` indices i ~ p; returns ``(i, p_i)``, both ``(batch,)`` on ``device``."""
         check_int("batch", batch)
+        check_generator(generator)
         p = self.probs()
         i = torch.multinomial(p, batch, replacement=True, generator=generator)
         return i.to(device), p[i].to(device)
@@ -161,6 +162,7 @@ def simple_loss(kernel: GaussianReverseKernel, x0: Tensor, *, generator: torch.G
                 i: Tensor | None = None) -> Tensor:
     """L_simple per sample: mean over dimensions of (ε − ε̂)², t uniform (or the given indices ``i``)."""
     check_tensor("x0", x0, min_ndim=2)
+    check_generator(generator)
     if i is None:
         i = torch.randint(0, kernel.chain.T, (x0.shape[0],), generator=generator).to(x0.device)
     noise, x_t = _noised(kernel, x0, i, generator)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde._checks import check_int
+from scoresde._checks import check_generator, check_int
 from scoresde.discrete.kernel import GaussianReverseKernel, KernelOutput
 
 __all__ = ["sample_chain"]
@@ -35,6 +35,7 @@ def sample_chain(kernel: GaussianReverseKernel, shape: tuple[int, ...], *, gener
     shape = tuple(shape)
     if len(shape) < 2 or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"shape must be (B, ...) of positive ints with at least 2 dims, got {shape}")
+    check_generator(generator)
     if x_T is None:
         x = torch.randn(shape, generator=generator, device=device, dtype=dtype)
     elif tuple(x_T.shape) != shape:

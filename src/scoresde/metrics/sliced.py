@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scoresde._checks import check_int, check_positive
+from scoresde._checks import check_generator, check_int, check_positive
 
 __all__ = ["sliced_wasserstein", "random_directions", "wasserstein_1d"]
 
@@ -22,6 +22,7 @@ def random_directions(num: int, dim: int, *, generator: torch.Generator | None =
                       device=None) -> Tensor:
     """``(num, dim)`` directions uniform on the unit sphere (normalised Gaussian draws)."""
     check_int("num", num)
+    check_generator(generator)
     gen_device = generator.device if generator is not None else device
     theta = torch.randn(num, dim, generator=generator, dtype=dtype, device=gen_device).to(device)
     return theta / theta.norm(dim=1, keepdim=True)

@@ -12,26 +12,19 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde._checks import append_dims, check_eps, check_int, check_score, on_cpu
+from scoresde._checks import CheckedScore, append_dims, check_eps, check_generator, check_int, on_cpu
 from scoresde.sde import SDE, ScoreFn
 
 CHECK_EVERY = 64
 
 
-class CountedScore:
-    """Wraps a ``score_fn``: counts its calls and checks the first result's shape and values."""
+class CountedScore(CheckedScore):
+    """Wraps a ``score_fn`` for a sampler: counts its calls (``nfe``) and checks the shape of every result and
+    the values of the first (the sampler checks its state for NaN after every step, see :func:`check_finite`).
+    """
 
-    def __init__(self, score_fn: ScoreFn):
-        if not callable(score_fn):
-            raise TypeError(f"score_fn must be a callable (x, t) -> score, got {type(score_fn).__name__}")
-        self.score_fn, self.nfe = score_fn, 0
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        score = self.score_fn(x, t)
-        if self.nfe == 0:
-            check_score(score, x, where="score_fn")
-        self.nfe += 1
-        return score
+    def __init__(self, score_fn: ScoreFn, *, finite: str = "first"):
+        super().__init__(score_fn, finite=finite)
 
 
 def check_sde(sde) -> SDE:
@@ -64,6 +57,7 @@ def check_dtype(dtype) -> torch.dtype:
 
 def initial_state(sde: SDE, shape, z: Tensor | None, *, generator, device, dtype) -> Tensor:
     """x_T: the given latent ``z`` (its device and dtype win) or a fresh draw from the prior."""
+    check_generator(generator)
     if z is not None:
         if not isinstance(z, Tensor) or not z.is_floating_point() or z.ndim < 2:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__

@@ -29,8 +29,12 @@ from scoresde.sampling.result import SampleResult
 __all__ = ["sample_ode", "encode", "decode"]
 
 
-def _flow(sde, score: CountedScore, x: Tensor, t0: float, t1: float, *, method, rtol, atol, steps, callback):
-    """Integrate the probability-flow ODE from t0 to t1 starting at x; returns the end state."""
+def _flow(sde, score: CountedScore, x: Tensor, t0: float, t1: float, *, method, rtol, atol, steps, callback,
+          caller: str):
+    """Integrate the probability-flow ODE from t0 to t1 starting at x; returns the end state.
+
+    ``score`` checks every result's shape and, on CPU, its values; on other devices a NaN that makes the
+    adaptive solver give up is reported by :func:`~scoresde._ode.integrate` with its time."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     if method in FIXED and steps is None:
@@ -46,7 +50,8 @@ def _flow(sde, score: CountedScore, x: Tensor, t0: float, t1: float, *, method, 
         calls[0] += 1
         return dy
 
-    y, _ = integrate(rhs, x, t0, t1, method=method, rtol=rtol, atol=atol, steps=steps)
+    y, _ = integrate(rhs, x, t0, t1, method=method, rtol=rtol, atol=atol, steps=steps,
+                     what=f"{caller}: the probability-flow drift (from score_fn)")
     check_finite(y, calls[0] - 1, torch.as_tensor(t1), last=True)
     return y
 
@@ -64,14 +69,16 @@ def sample_ode(score_fn, sde, shape=None, *, z: Tensor | None = None, method: st
     ``callback(i, t, x, x)`` is called at every ODE right-hand-side evaluation i (adaptive solvers also
     evaluate rejected trial steps). ``progress`` is accepted for the common signature; an adaptive solve
     has no step count to show. Returns the samples and the exact number of score evaluations (+1 with
-    ``denoise``, a final Tweedie step E[x_0 | x_eps]).
+    ``denoise``, a final Tweedie step E[x_0 | x_eps]). A score that returns NaN/inf raises
+    :class:`FloatingPointError` naming the time (on CPU at that very call; elsewhere when the solver gives up).
     """
     del progress
     sde, callback = check_sde(sde), check_callback(callback)
     eps = check_eps(eps, sde.T)
-    score = CountedScore(score_fn)
+    score = CountedScore(score_fn, finite="every")  # an ODE state is not checked per step: check each score
     x = initial_state(sde, shape, z, generator=generator, device=device, dtype=dtype)
-    x = _flow(sde, score, x, sde.T, eps, method=method, rtol=rtol, atol=atol, steps=steps, callback=callback)
+    x = _flow(sde, score, x, sde.T, eps, method=method, rtol=rtol, atol=atol, steps=steps, callback=callback,
+              caller="sample_ode")
     if denoise:
         x = tweedie_denoise(sde, score, x, batch_time(torch.as_tensor(eps, dtype=x.dtype, device=x.device), x))
     return SampleResult(x=x, nfe=score.nfe)
@@ -87,8 +94,9 @@ def encode(score_fn, sde, x: Tensor, *, method: str = "dopri5", rtol: float = 1e
     sde, callback = check_sde(sde), check_callback(callback)
     eps = check_eps(eps, sde.T)
     check_tensor("x", x, min_ndim=2)
-    score = CountedScore(score_fn)
-    z = _flow(sde, score, x, eps, sde.T, method=method, rtol=rtol, atol=atol, steps=steps, callback=callback)
+    score = CountedScore(score_fn, finite="every")
+    z = _flow(sde, score, x, eps, sde.T, method=method, rtol=rtol, atol=atol, steps=steps, callback=callback,
+              caller="encode")
     return SampleResult(x=z, nfe=score.nfe)
 
 
