@@ -9,7 +9,7 @@ Importing this package has no side effects: it chooses no device, seeds nothing,
 imports no optional package.
 """
 
-from scoresde import controllable, data, discrete, metrics, nn
+from scoresde import controllable, data, discrete, interop, metrics, nn
 from scoresde.analytic import GaussianMixture
 from scoresde.bpd import bits_per_dim, uniform_dequantize
 from scoresde.checkpoint import load_checkpoint, save_checkpoint
@@ -61,5 +61,5 @@ __all__ = [
     # training utilities
     "EMA", "save_checkpoint", "load_checkpoint",
     # subpackages
-    "nn", "discrete", "controllable", "metrics", "data",
+    "nn", "discrete", "controllable", "metrics", "data", "interop",
 ]

@@ -1,0 +1,241 @@
+"""diffusers models as scoresde score functions: :func:`from_diffusers` and :class:`TabulatedVPSDE`.
+
+A diffusers noise scheduler (``DDPMScheduler``, ``DDIMScheduler``, ``EulerDiscreteScheduler``, ...) defines
+its forward process by a table of N = ``num_train_timesteps`` cumulative products
+ᾱ_i = Π_{j≤i} (1 − β_j), i = 0..N−1 (Ho et al. 2020, eq. 4; diffusers' ``alphas_cumprod``), and noises data
+as ``add_noise(x0, ε, i) = sqrt(ᾱ_i) x0 + sqrt(1 − ᾱ_i) ε``. Whatever the β schedule ("linear",
+"scaled_linear", "squaredcos_cap_v2", a zero-terminal-SNR rescale), the table is the truth, so the SDE here
+is built from the table itself.
+
+Time mapping (continuous t ∈ [0, 1] ↔ timestep index i):
+
+    t_i = (i + 1) / N,        timestep(t) = t·N − 1,
+
+with t = 0 the clean data (ᾱ = 1). Between the nodes t_j = j/N, j = 0..N, the log mean coefficient
+log ᾱ(t) is linear in t (node 0 has log ᾱ = 0, node j the table's log ᾱ_{j−1}), so β(t) = −d log ᾱ/dt is
+constant on each panel and the SDE is the VP SDE dx = −½β(t)x dt + sqrt(β(t)) dw (Song et al. 2021,
+eq. 11) with that piecewise-constant β. Over panel j its exact transition is
+x_{t_{j+1}} | x_{t_j} ~ N(sqrt(1 − β_{j+1}) x, β_{j+1} I), the DDPM step (Ho et al. 2020, eq. 2): the SDE
+reproduces not only the marginals at every timestep but the whole Markov chain. Why t = (i + 1)/N rather
+than score_sde_pytorch's t = i/(N − 1): ᾱ_i holds i + 1 factors (1 − β_j), so index i sits one step of
+length 1/N after the clean data; with i/(N − 1), t = 0 would carry the noise of ᾱ_0 < 1. For N = 1000
+the default sampler end ``eps = 1e-3`` is exactly timestep 0.
+
+Between the nodes the network receives a fractional timestep (as k-diffusion's discrete-schedule
+wrappers do; a sinusoidal embedding is smooth in it); a UNet with a ``"learned"`` (lookup-table) time
+embedding gets the nearest integer. Below t = 1/N the timestep lies in (−1, 0), outside the training
+range: stop samplers (and start likelihoods) at ``eps ≥ 1/N``.
+
+A linear β schedule from β_1 to β_N is the discretisation of ``VPSDE(beta_min=β_1·N, beta_max=β_N·N)``
+(Song et al. 2021, App. B); the table SDE agrees with that VPSDE to O(1/N) and equals the chain exactly.
+
+Importing this module imports nothing from diffusers: the model and scheduler are used through their
+attributes (``alphas_cumprod``, ``config``) and their call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from scoresde._checks import append_dims
+from scoresde.score import ScoreModel
+from scoresde.sde import SDE
+
+__all__ = ["TabulatedVPSDE", "from_diffusers", "PREDICTION_TYPES"]
+
+#: diffusers' ``prediction_type`` → :class:`~scoresde.ScoreModel` parameterisation.
+PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
+
+# A zero-terminal-SNR table ends in ᾱ = 0 (log ᾱ = −inf); like diffusers' own Euler scheduler we put 2^-24 there.
+_ZERO_SNR_FLOOR = 2.0**-24
+
+
+class TabulatedVPSDE(SDE):
+    """The VP SDE of a discrete ᾱ table: log ᾱ(t) piecewise linear through (j/N, log ᾱ_{j−1}), j = 0..N.
+
+    ``alphas_cumprod`` is the 1-D table ᾱ_0 > ᾱ_1 > ... > ᾱ_{N−1} > 0 of a diffusers scheduler (the last
+    entry may be 0 for a zero-terminal-SNR schedule; a 0 there is read as 2^-24). Then, exactly:
+
+        α(t)² = ᾱ(t),  σ(t)² = 1 − ᾱ(t),  β(t) = N (log ᾱ_{j−1} − log ᾱ_j) on t ∈ [j/N, (j+1)/N),
+
+    and α(t_i), σ(t_i) at t_i = (i + 1)/N are sqrt(ᾱ_i), sqrt(1 − ᾱ_i) (see the module docstring for the
+    time mapping). All coefficients are computed in float64 and returned in t's dtype.
+    """
+
+    def __init__(self, alphas_cumprod):
+        table = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
+        if table.ndim != 1 or table.numel() < 2:
+            raise ValueError(f"alphas_cumprod must be a 1-D table of at least 2 values, got shape {tuple(table.shape)}")
+        if not torch.isfinite(table).all() or not (table[:-1] > 0).all() or not (table <= 1).all() or table[-1] < 0:
+            raise ValueError("alphas_cumprod must lie in (0, 1] (the last entry in [0, 1]), got values in "
+                             f"[{float(table.min())}, {float(table.max())}]")
+        table = table.clone()
+        if table[-1] == 0:
+            table[-1] = _ZERO_SNR_FLOOR
+        log_abar = torch.cat([table.new_zeros(1), torch.log(table)])  # nodes j = 0..N
+        if not (log_abar[1:] < log_abar[:-1]).all():
+            i = int(torch.nonzero(log_abar[1:] >= log_abar[:-1])[0])
+            raise ValueError(f"alphas_cumprod must decrease strictly from below 1 (every β_i > 0); it does not at "
+                             f"index {i} (value {float(table[i])}" + (")" if i == 0 else
+                                                                       f", previous {float(table[i - 1])})"))
+        self.num_timesteps = table.numel()
+        self._log_abar = log_abar
+        self._cache: dict[torch.device, Tensor] = {}
+
+    def __repr__(self):
+        return f"TabulatedVPSDE(num_timesteps={self.num_timesteps})"
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """The table ᾱ_0..ᾱ_{N−1} (float64; a zero-SNR final 0 reads as 2^-24)."""
+        return torch.exp(self._log_abar[1:])
+
+    # ------------------------------------------------------------------ time mapping
+    def timestep(self, t: Tensor) -> Tensor:
+        """The (fractional) diffusers timestep of SDE time t: t·N − 1 (computed in float64)."""
+        return (t.to(torch.float64) * self.num_timesteps - 1).to(t.dtype)
+
+    def time(self, timestep) -> Tensor:
+        """The SDE time of a diffusers timestep index (int or float): t = (timestep + 1) / N, float64."""
+        return (torch.as_tensor(timestep, dtype=torch.float64) + 1) / self.num_timesteps
+
+    # ------------------------------------------------------------------ primitives
+    def _nodes(self, device) -> Tensor:
+        if device not in self._cache:
+            self._cache[device] = self._log_abar.to(device)
+        return self._cache[device]
+
+    def _panel(self, t64: Tensor) -> tuple[Tensor, Tensor]:
+        """Panel index j (t ∈ [j/N, (j+1)/N), the last panel closed) and the position u = t·N − j ∈ [0, 1]."""
+        s = t64 * self.num_timesteps
+        j = s.floor().long().clamp(0, self.num_timesteps - 1)
+        return j, s - j
+
+    def _log_alpha_bar(self, t64: Tensor) -> Tensor:
+        nodes = self._nodes(t64.device)
+        j, u = self._panel(t64)
+        return nodes[j] + u * (nodes[j + 1] - nodes[j])
+
+    def beta(self, t: Tensor) -> Tensor:
+        """β(t) = −d log ᾱ/dt, constant on each panel: N·(−log(1 − β_{j+1})) ≈ N·β_{j+1}."""
+        nodes = self._nodes(t.device)
+        j, _ = self._panel(t.to(torch.float64))
+        return (self.num_timesteps * (nodes[j] - nodes[j + 1])).to(t.dtype)
+
+    def drift(self, x, t):
+        return -0.5 * append_dims(self.beta(t), x.ndim) * x
+
+    def diffusion(self, t):
+        return torch.sqrt(self.beta(t))
+
+    def log_mean_coeff(self, t):
+        return (0.5 * self._log_alpha_bar(t.to(torch.float64))).to(t.dtype)
+
+    def marginal_coeffs(self, t):
+        L = self._log_alpha_bar(t.to(torch.float64))
+        return torch.exp(0.5 * L).to(t.dtype), torch.sqrt(-torch.expm1(L)).to(t.dtype)
+
+    def log_snr(self, t):
+        L = self._log_alpha_bar(t.to(torch.float64))
+        return (L - torch.log(-torch.expm1(L))).to(t.dtype)
+
+    def t_from_log_snr(self, lam):
+        """Closed-form inverse: log ᾱ = log σ(λ) (logistic), then the piecewise-linear log ᾱ(t) inverted."""
+        L = torch.nn.functional.logsigmoid(lam.to(torch.float64))
+        nodes = self._nodes(lam.device)
+        L = L.clamp(float(nodes[-1]), 0.0)
+        # nodes decrease: j is the last node with nodes[j] >= L
+        j = (torch.searchsorted(-nodes, -L, right=True) - 1).clamp(0, self.num_timesteps - 1)
+        u = (L - nodes[j]) / (nodes[j + 1] - nodes[j])
+        return ((j + u.clamp(0, 1)) / self.num_timesteps).to(lam.dtype)
+
+    def transition_coeffs(self, t, s):
+        log_a = (self.log_mean_coeff(t.to(torch.float64)) - self.log_mean_coeff(s.to(torch.float64)))
+        return torch.exp(log_a).to(t.dtype), (-torch.expm1(2 * log_a)).to(t.dtype)
+
+    def discretize(self, x, t, dt):
+        """The exact step from t − dt to t: x_t = a x + sqrt(1 − a²) z, a = α(t)/α(t − dt); on the grid
+        (dt = 1/N) this is the DDPM step with the scheduler's own β (Ho et al. 2020, eq. 2)."""
+        a, v = self.transition_coeffs(t, (t - dt).clamp_min(0))
+        return append_dims(a - 1, x.ndim) * x, torch.sqrt(v)
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+
+class _TimestepInput:
+    """Noise conditioning of a diffusers network: timestep = t·N − 1 (rounded for a learned embedding)."""
+
+    def __init__(self, sde: TabulatedVPSDE, integer: bool):
+        self.sde, self.integer = sde, integer
+        self.__name__ = "timestep = round(t·N − 1)" if integer else "timestep = t·N − 1"
+
+    def __call__(self, t: Tensor) -> Tensor:
+        ts = self.sde.timestep(t)
+        return ts.round().clamp(0, self.sde.num_timesteps - 1).long() if self.integer else ts
+
+
+class _CallableNet(nn.Module):
+    """Holds a plain callable ``(x, timestep[, class_labels])`` so :class:`ScoreModel` can wrap it."""
+
+    def __init__(self, fn: Callable):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def _scheduler_field(scheduler, name: str):
+    config = getattr(scheduler, "config", None)
+    value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+    return getattr(scheduler, name, None) if value is None else value
+
+
+def from_diffusers(unet, scheduler, *, prediction_type: str | None = None) -> tuple[ScoreModel, TabulatedVPSDE]:
+    """A scoresde ``(score_fn, sde)`` pair from a diffusers network and its noise scheduler.
+
+    Args:
+        unet: a diffusers ``UNet2DModel`` (or any ``nn.Module`` / callable ``(x, timestep[, class_labels])``)
+            returning a tensor or an object with a ``.sample`` tensor.
+        scheduler: a diffusers scheduler with ``alphas_cumprod`` and a ``config`` holding
+            ``num_train_timesteps`` and ``prediction_type`` (DDPM, DDIM, Euler, DPM-Solver, PNDM, ...).
+        prediction_type: overrides the scheduler's: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
+
+    Returns:
+        ``(score_fn, sde)``: a :class:`~scoresde.ScoreModel` (the network is ``score_fn.net``) and the
+        :class:`TabulatedVPSDE` of the scheduler's ᾱ table. The network is called with
+        ``timestep = t·N − 1`` (module docstring); the output is converted by the matching
+        parameterisation (ε: score = −ε̂/σ; v: Salimans & Ho 2022; sample: Tweedie). Every scoresde
+        sampler, likelihood and loss accepts the pair; :func:`~scoresde.interop.to_k_diffusion` turns it
+        into a k-diffusion denoiser.
+    """
+    if not callable(unet):
+        raise TypeError(f"unet must be a callable network (a diffusers UNet2DModel), got {type(unet).__name__}")
+    table = getattr(scheduler, "alphas_cumprod", None)
+    if table is None:
+        raise TypeError(f"scheduler must have alphas_cumprod (a DDPM/DDIM-style diffusers scheduler), got "
+                        f"{type(scheduler).__name__}")
+    sde = TabulatedVPSDE(table)
+    n = _scheduler_field(scheduler, "num_train_timesteps")
+    if n is not None and int(n) != sde.num_timesteps:
+        raise ValueError(f"scheduler num_train_timesteps={n} does not match its alphas_cumprod of length "
+                         f"{sde.num_timesteps}")
+    kind = prediction_type if prediction_type is not None else _scheduler_field(scheduler, "prediction_type")
+    kind = "epsilon" if kind is None else kind
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"unknown prediction_type {kind!r}; choose one of {sorted(PREDICTION_TYPES)}")
+    unet_config = getattr(unet, "config", None)
+    embedding = (unet_config.get("time_embedding_type") if isinstance(unet_config, dict)
+                 else getattr(unet_config, "time_embedding_type", None))
+    if embedding == "fourier":
+        raise ValueError("this UNet has a 'fourier' time embedding, which diffusers uses for VE models "
+                         "conditioned on σ (ScoreSdeVe); from_diffusers serves ᾱ-table (VP) schedulers")
+    net = unet if isinstance(unet, nn.Module) else _CallableNet(unet)
+    model = ScoreModel(net, sde, PREDICTION_TYPES[kind], _TimestepInput(sde, integer=embedding == "learned"))
+    return model, sde
+
