@@ -49,15 +49,19 @@ __all__ = ["TabulatedVPSDE", "from_diffusers", "PREDICTION_TYPES"]
 #: diffusers' ``prediction_type`` → :class:`~scoresde.ScoreModel` parameterisation.
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 
-# A zero-terminal-SNR table ends in ᾱ = 0 (log ᾱ = −inf); like diffusers' own Euler scheduler we put 2^-24 there.
-_ZERO_SNR_FLOOR = 2.0**-24
+# diffusers' Euler scheduler stands 2^-24 in for the ᾱ = 0 of a zero-terminal-SNR table (even where that
+# exceeds the previous entry).
+_EULER_ZERO_SNR = 2.0**-24
 
 
 class TabulatedVPSDE(SDE):
     """The VP SDE of a discrete ᾱ table: log ᾱ(t) piecewise linear through (j/N, log ᾱ_{j−1}), j = 0..N.
 
-    ``alphas_cumprod`` is the 1-D table ᾱ_0 > ᾱ_1 > ... > ᾱ_{N−1} > 0 of a diffusers scheduler (the last
-    entry may be 0 for a zero-terminal-SNR schedule; a 0 there is read as 2^-24). Then, exactly:
+    ``alphas_cumprod`` is the 1-D table ᾱ_0 > ᾱ_1 > ... > ᾱ_{N−1} > 0 of a diffusers scheduler. A
+    zero-terminal-SNR table (Lin et al. 2024, ``rescale_betas_zero_snr=True``) ends in ᾱ = 0 (DDPM, DDIM) or
+    in the Euler scheduler's stand-in 2^-24; log ᾱ = −∞ has no place in a log-SNR SDE, so that last entry
+    becomes ᾱ_{N−2}² / ᾱ_{N−3}, the previous panel's decay continued (SNR ≈ 1e-9 for diffusers' tables; the
+    prior N(0, I) is exact to that). Then, exactly:
 
         α(t)² = ᾱ(t),  σ(t)² = 1 − ᾱ(t),  β(t) = N (log ᾱ_{j−1} − log ᾱ_j) on t ∈ [j/N, (j+1)/N),
 
@@ -73,8 +77,10 @@ class TabulatedVPSDE(SDE):
             raise ValueError("alphas_cumprod must lie in (0, 1] (the last entry in [0, 1]), got values in "
                              f"[{float(table.min())}, {float(table.max())}]")
         table = table.clone()
-        if table[-1] == 0:
-            table[-1] = _ZERO_SNR_FLOOR
+        if table[-1] == 0 or (table[-1] == _EULER_ZERO_SNR and table.numel() > 1 and table[-1] >= table[-2]):
+            # zero terminal SNR: continue the last panel's decay of log ᾱ (SNR ~1e-9 for diffusers' tables)
+            before = table[-3] if table.numel() > 2 else table.new_ones(())
+            table[-1] = table[-2] ** 2 / before
         log_abar = torch.cat([table.new_zeros(1), torch.log(table)])  # nodes j = 0..N
         if not (log_abar[1:] < log_abar[:-1]).all():
             i = int(torch.nonzero(log_abar[1:] >= log_abar[:-1])[0])
@@ -90,7 +96,7 @@ class TabulatedVPSDE(SDE):
 
     @property
     def alphas_cumprod(self) -> Tensor:
-        """The table ᾱ_0..ᾱ_{N−1} (float64; a zero-SNR final 0 reads as 2^-24)."""
+        """The table ᾱ_0..ᾱ_{N−1} in float64 (with a zero-SNR last entry replaced as described above)."""
         return torch.exp(self._log_abar[1:])
 
     # ------------------------------------------------------------------ time mapping
