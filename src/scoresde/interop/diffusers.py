@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -190,7 +191,6 @@ def _spline(log_abar: Tensor, n: int) -> tuple[str, Tensor]:
     positive on every step, the monotone piecewise-cubic Hermite interpolant with Fritsch–Butland
     (harmonic-mean) node slopes and the end steps' secants at the ends (Fritsch & Carlson 1980): every
     node slope is negative and at most twice a neighbouring secant, so each cubic decreases strictly."""
-    import numpy as np
     from scipy.interpolate import CubicSpline
 
     knots, values = np.arange(n + 1) / n, log_abar.numpy()
@@ -209,8 +209,6 @@ def _spline(log_abar: Tensor, n: int) -> tuple[str, Tensor]:
 
 def _min_beta(coef, h: float) -> float:
     """min over every step of β(u) = −(3 c0 u² + 2 c1 u + c2), u ∈ [0, h] (ends and the vertex)."""
-    import numpy as np
-
     c0, c1, c2 = coef[:, 0], coef[:, 1], coef[:, 2]
     beta = lambda u: -((3 * c0 * u + 2 * c1) * u + c2)  # noqa: E731
     with np.errstate(divide="ignore", invalid="ignore"):
