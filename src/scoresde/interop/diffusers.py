@@ -73,7 +73,8 @@ class TabulatedVPSDE(SDE):
         α(t)² = ᾱ(t),  σ(t)² = 1 − ᾱ(t),  β(t) = −d log ᾱ(t)/dt > 0,  ∫_{t_{i−1}}^{t_i} β = −log(1 − β_i),
 
     and α(t_i), σ(t_i) at t_i = (i + 1)/N are sqrt(ᾱ_i), sqrt(1 − ᾱ_i) (module docstring: the time mapping
-    and the choice of spline). Coefficients are computed in float64 and returned in t's dtype.
+    and the choice of spline). Coefficients are computed in float64 (float32 on MPS, which has no float64)
+    and returned in t's dtype.
     """
 
     def __init__(self, alphas_cumprod):
@@ -111,7 +112,7 @@ class TabulatedVPSDE(SDE):
     # ------------------------------------------------------------------ time mapping
     def timestep(self, t: Tensor) -> Tensor:
         """The (fractional) diffusers timestep of SDE time t: t·N − 1 (computed in float64)."""
-        return (t.to(torch.float64) * self.num_timesteps - 1).to(t.dtype)
+        return (t.to(_wide(t)) * self.num_timesteps - 1).to(t.dtype)
 
     def time(self, timestep) -> Tensor:
         """The SDE time of a diffusers timestep index (int or float): t = (timestep + 1) / N, float64."""
@@ -120,15 +121,16 @@ class TabulatedVPSDE(SDE):
     # ------------------------------------------------------------------ the spline
     def _tables(self, device) -> tuple[Tensor, Tensor]:
         if device not in self._cache:
-            self._cache[device] = (self._log_abar.to(device), self._coef.to(device))
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            self._cache[device] = (self._log_abar.to(device, dtype), self._coef.to(device, dtype))
         return self._cache[device]
 
     def _eval(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """log ᾱ(t) and β(t) = −d log ᾱ/dt in float64 (panel j: t ∈ [j/N, (j+1)/N), the last one closed)."""
-        t64 = t.to(torch.float64)
+        t64 = t.to(_wide(t))
         _, coef = self._tables(t.device)
         j = (t64 * self.num_timesteps).floor().long().clamp(0, self.num_timesteps - 1)
-        u = t64 - j.to(torch.float64) / self.num_timesteps  # (a long / int would be float32)
+        u = t64 - j.to(t64.dtype) / self.num_timesteps  # (a long / int would be float32)
         c = coef[j]
         c0, c1, c2, c3 = c.unbind(-1)
         return ((c0 * u + c1) * u + c2) * u + c3, -((3 * c0 * u + 2 * c1) * u + c2)
@@ -158,7 +160,7 @@ class TabulatedVPSDE(SDE):
     def t_from_log_snr(self, lam):
         """Inverse of :meth:`log_snr`: log ᾱ = log sigmoid(λ), its step j found among the nodes, then the
         monotone cubic on that step solved by bisection (60 halvings of 1/N: float64 exact)."""
-        L = torch.nn.functional.logsigmoid(lam.to(torch.float64))
+        L = torch.nn.functional.logsigmoid(lam.to(_wide(lam)))
         nodes, coef = self._tables(lam.device)
         L = L.clamp(float(nodes[-1]), 0.0)
         j = (torch.searchsorted(-nodes, -L, right=True) - 1).clamp(0, self.num_timesteps - 1)  # nodes[j] >= L
@@ -168,7 +170,7 @@ class TabulatedVPSDE(SDE):
             mid = (lo + hi) / 2
             above = ((c0 * mid + c1) * mid + c2) * mid + c3 > L  # log ᾱ decreasing: the root lies to the right
             lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
-        return (j.to(torch.float64) / self.num_timesteps + (lo + hi) / 2).to(lam.dtype)
+        return (j.to(L.dtype) / self.num_timesteps + (lo + hi) / 2).to(lam.dtype)
 
     def transition_coeffs(self, t, s):
         log_a = 0.5 * (self._eval(t)[0] - self._eval(s)[0])
@@ -183,6 +185,11 @@ class TabulatedVPSDE(SDE):
     @property
     def prior_std(self):
         return 1.0
+
+
+def _wide(t: Tensor) -> torch.dtype:
+    """float64 for the coefficient arithmetic, except on MPS (no float64 there)."""
+    return torch.float32 if t.device.type == "mps" else torch.float64
 
 
 def _spline(log_abar: Tensor, n: int) -> tuple[str, Tensor]:

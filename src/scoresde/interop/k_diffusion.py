@@ -44,6 +44,10 @@ def _check_sde(sde) -> SDE:
     return sde
 
 
+def _wide(t: Tensor) -> torch.dtype:
+    return torch.float32 if t.device.type == "mps" else torch.float64
+
+
 def _as_batch(v, x: Tensor, name: str) -> Tensor:
     """A per-sample tensor (B,) from a number, a 0-dim tensor or a (B,) tensor."""
     v = torch.as_tensor(v, device=x.device)
@@ -56,7 +60,7 @@ def _as_batch(v, x: Tensor, name: str) -> Tensor:
 
 
 class _SigmaMap:
-    """σ̃(t) = σ(t)/α(t) and its inverse for one SDE, in float64."""
+    """σ̃(t) = σ(t)/α(t) and its inverse for one SDE, in float64 (float32 on MPS, which has no float64)."""
 
     def __init__(self, sde: SDE):
         self.sde = sde
@@ -65,17 +69,17 @@ class _SigmaMap:
         self.lo, self.hi = lo, hi
 
     def sigma(self, t: Tensor) -> Tensor:
-        alpha, std = self.sde.marginal_coeffs(t.to(torch.float64))
+        alpha, std = self.sde.marginal_coeffs(t.to(_wide(t)))
         return std / alpha
 
     def time(self, sigma: Tensor, name: str = "sigma") -> Tensor:
-        s = sigma.to(torch.float64)
+        s = sigma.to(_wide(sigma))
         if on_cpu(s) and s.numel() > 0:
             lo, hi = float(s.min()), float(s.max())
             if not (lo > 0 and math.isfinite(hi) and lo >= self.lo * (1 - SIGMA_RTOL)
                     and hi <= self.hi * (1 + SIGMA_RTOL)):
-                raise ValueError(f"{name} must lie in ({self.lo:.6g}, {self.hi:.6g}] (σ/α over t in "
-                                 f"[0, T={self.sde.T}] of {self.sde!r}, positive), got values in [{lo:.6g}, {hi:.6g}]")
+                raise ValueError(f"{name} must be positive and lie in [{self.lo:.6g}, {self.hi:.6g}] (σ/α over t in "
+                                 f"[0, T={self.sde.T}] of {self.sde!r}), got values in [{lo:.6g}, {hi:.6g}]")
         s = s.clamp(self.lo, self.hi)
         t = self.sde.t_from_log_snr(-2 * torch.log(s)).clamp(0.0, float(self.sde.T))
         # the ends exactly (a numerical inverse can land a few ulps inside or outside [0, T])
@@ -139,7 +143,7 @@ class DenoiserScore(nn.Module):
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"t must be a tensor of shape ({x.shape[0]},) (one time per sample), got {got}")
         self.sde.check_time(t, batch=x.shape[0])
-        alpha, std = self.sde.marginal_coeffs(t.to(torch.float64))
+        alpha, std = self.sde.marginal_coeffs(t.to(_wide(t)))
         sigma = (std / alpha).to(x.dtype)
         alpha, std = append_dims(alpha.to(x.dtype), x.ndim), append_dims(std.to(x.dtype), x.ndim)
         x_tilde = x / alpha
