@@ -100,8 +100,8 @@ def test_config_round_trip_rebuilds_the_same_score_fn():
 
 
 def test_score_model_errors():
-    with pytest.raises(ValueError, match="unknown parameterization 'v'"):
-        ScoreModel(nn.Identity(), sd.VPSDE(), "v")
+    with pytest.raises(ValueError, match="unknown parameterization 'velocity'"):
+        ScoreModel(nn.Identity(), sd.VPSDE(), "velocity")
     with pytest.raises(ValueError, match="unknown noise_cond 'log'"):
         ScoreModel(nn.Identity(), sd.VPSDE(), "eps", "log")
     with pytest.raises(ValueError, match="discrete_steps"):

@@ -9,6 +9,12 @@ p_0t(x_t | x_0) = N(α x_0, σ² I)):
 * ``"eps"``:   the output predicts ε in x_t = α x_0 + σ ε, so the score is −ε̂ / σ (Ho et al. 2020, eq. 11;
   Song et al. 2021, App. B).
 * ``"x0"``:    the output predicts x_0 (Tweedie), so the score is (α x̂_0 − x_t) / σ².
+* ``"v"``:     the output predicts the velocity v = α ε − σ x_0 (Salimans & Ho 2022, Sec. 4 and App. D;
+  diffusers' ``"v_prediction"``). With x_t = α x_0 + σ ε the pair (x_t, v) is a rotation-and-scale of
+  (x_0, ε), so ε̂ = (σ x_t + α v̂) / (α² + σ²) and the score is −ε̂ / σ; for a VP SDE α² + σ² = 1 and
+  x̂_0 = α x_t − σ v̂ (their eq. for x̂ in App. D). The general denominator serves every SDE.
+
+A network may return a tensor or an object with a ``.sample`` tensor (a diffusers ``UNet2DOutput``).
 
 The network's noise-conditioning input (``noise_cond``) is ``"999t"`` (score_sde_pytorch's VP / sub-VP
 convention), ``"sigma"`` (σ(t), its continuous VE convention), ``"t"``, ``"discrete_index"`` (the official
@@ -32,7 +38,7 @@ from scoresde._checks import append_dims, check_choice, check_int
 
 __all__ = ["ScoreModel", "PARAMETERIZATIONS", "NOISE_CONDS"]
 
-PARAMETERIZATIONS = ("score", "eps", "x0")
+PARAMETERIZATIONS = ("score", "eps", "x0", "v")
 NOISE_CONDS = ("999t", "sigma", "t", "discrete_index")
 
 
@@ -115,15 +121,22 @@ class ScoreModel(nn.Module):
         return None
 
     def net_output(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """The raw network output for ``(x, t)``, in x's dtype (the network runs in its own; see the class)."""
+        """The raw network output for ``(x, t)``, in x's dtype (the network runs in its own; see the class):
+        a tensor, or the ``.sample`` of what the network returns (diffusers' ``UNet2DOutput``)."""
         nc = self.noise_cond(t)
         dtype = self._net_dtype()
-        if dtype is None:
-            return self.net(x, nc) if class_labels is None else self.net(x, nc, class_labels)
-        x_in = x.to(dtype) if x.is_floating_point() else x  # .to is a no-op when the dtype already matches
-        nc = nc.to(dtype) if isinstance(nc, Tensor) and nc.is_floating_point() else nc
+        if dtype is not None:
+            x_in = x.to(dtype) if x.is_floating_point() else x  # .to is a no-op when the dtype already matches
+            nc = nc.to(dtype) if isinstance(nc, Tensor) and nc.is_floating_point() else nc
+        else:
+            x_in = x
         out = self.net(x_in, nc) if class_labels is None else self.net(x_in, nc, class_labels)
-        return out.to(x.dtype) if isinstance(out, Tensor) and x.is_floating_point() else out
+        if not isinstance(out, Tensor):
+            out = getattr(out, "sample", out)  # diffusers' UNet2DOutput(sample=...)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"the network must return a tensor or an object with a .sample tensor, got "
+                            f"{type(out).__name__}")
+        return out.to(x.dtype) if dtype is not None and x.is_floating_point() else out
 
     def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Tensor:
         """The score ∇_x log p_t(x), shaped like ``x``."""
@@ -140,7 +153,10 @@ class ScoreModel(nn.Module):
         std = append_dims(std.to(out.dtype), x.ndim)
         if self.parameterization == "eps":
             return -out / std
-        return (append_dims(alpha.to(out.dtype), x.ndim) * out - x) / std**2
+        alpha = append_dims(alpha.to(out.dtype), x.ndim)
+        if self.parameterization == "v":  # ε̂ = (σ x_t + α v̂) / (α² + σ²), score = −ε̂ / σ
+            return -(std * x + alpha * out) / (std * (alpha**2 + std**2))
+        return (alpha * out - x) / std**2
 
     # ------------------------------------------------------------------------ save / restore
     def config(self) -> dict:
