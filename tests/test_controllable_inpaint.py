@@ -207,6 +207,25 @@ def test_smc_with_a_batch_of_different_masks():
         _assert_matches(conditional_stats(res.x[half], cond), tv_tol=0.02, mean_allow=0.03, var_allow=0.15)
 
 
+def test_smc_colourisation_of_a_light_mode():
+    """GreyMeasurement (a non-mask measurement): two colours with different grey levels, weights 0.1 / 0.9;
+    the grey level of the light one decides it (w' > 0.999). Pixels (B, 3, 1, 1), VE SDE. Tolerances as
+    above."""
+    from scoresde.controllable import GreyMeasurement, decoupling_matrix
+
+    M = decoupling_matrix()
+    u = torch.tensor([[-1.5, 1.2, 0.5], [1.5, -1.0, -0.6]], dtype=F64)  # (grey, chroma 1, chroma 2)
+    mix = sd.GaussianMixture([0.1, 0.9], u @ M, 0.3)
+    grey = torch.full((N, 1, 1, 1), -1.5, dtype=F64)  # the grey coordinate of the light colour
+    sde = sd.VESDE()
+    res = sample_conditional_smc(mix.score_fn(sde), sde, GreyMeasurement(), grey, (N, 3, 1, 1), steps=STEPS,
+                                 eps=1e-5, particles=PARTICLES, generator=seeded(46))
+    assert torch.allclose(GreyMeasurement().measure(res.x), grey, atol=1e-12)
+    cond = condition_mixture(mix, M[:1], torch.tensor([-1.5]))
+    assert float(cond.weights[0]) > 0.999
+    _assert_matches(conditional_stats(res.x.reshape(N, 3), cond), tv_tol=0.02, mean_allow=0.03, var_allow=0.15)
+
+
 def test_smc_keeps_float32_images_and_their_known_pixels():
     x_known = torch.rand(3, 2, 4, 4, generator=seeded(43))
     mask = (torch.rand(3, 2, 4, 4, generator=seeded(44)) > 0.5).float()
@@ -214,6 +233,12 @@ def test_smc_keeps_float32_images_and_their_known_pixels():
     assert res.x.shape == x_known.shape and res.x.dtype == torch.float32
     assert torch.equal(res.x[mask.bool()], x_known[mask.bool()])
     assert res.nfe == 11
+    seen = []
+    raw = inpaint_smc(lambda x, t: -x, sd.VPSDE(), x_known, mask, particles=4, steps=10, denoise=False,
+                      generator=seeded(45), callback=lambda i, t, x, log_w: seen.append((i, x.shape, log_w)))
+    assert raw.nfe == 10 and torch.equal(raw.x[mask.bool()], x_known[mask.bool()])
+    assert [i for i, _, _ in seen] == list(range(10)) and seen[0][1] == (12, 2, 4, 4)
+    assert all(lw.shape == (3, 4) and bool((lw <= 0).all()) and bool((lw.amax(1) == 0).all()) for *_, lw in seen)
 
 
 def test_smc_bad_arguments_raise_clear_errors():

@@ -100,9 +100,11 @@ def sample_conditional_smc(score_fn, sde, measurement: LinearMeasurement, y: Ten
     Arguments as :func:`~scoresde.controllable.sample_conditional`, plus ``particles`` per sample (each
     score call evaluates ``shape[0] · particles`` states) and ``ess_threshold``: resample a sample's
     particles when their effective sample size is below ``ess_threshold · particles`` (0: never, 1: every
-    step). ``callback(i, t_next, x, log_w)`` sees all particles ``(B · particles, ...)`` (those of sample b
-    are rows b·P … b·P + P − 1) and their log-weights ``(B, P)``. ``nfe`` counts score calls: ``steps``
-    on the particles, plus one on the selected samples if ``denoise``.
+    step). With ``denoise=False`` the unmeasured part of the output is the last step's mean (before its
+    noise), as in :func:`~scoresde.controllable.sample_conditional`. ``callback(i, t_next, x, log_w)`` sees
+    all particles ``(B · particles, ...)`` (those of sample b are rows b·P … b·P + P − 1) and their
+    log-weights ``(B, P)``. ``nfe`` counts score calls: ``steps`` on the particles, plus one on the
+    selected samples if ``denoise``.
     """
     particles = check_int("particles", particles, minimum=1)
     ess_threshold = _check_unit_interval("ess_threshold", ess_threshold)
@@ -119,8 +121,10 @@ def sample_conditional_smc(score_fn, sde, measurement: LinearMeasurement, y: Ten
     grid = time_grid(sde, steps, eps, x)
     y_t = _prior_measurement(sde, measurement, y, batch_time(grid[0], y), generator)
     x = op.replace(x, y_t.repeat_interleave(P, 0))
+    x_mean = x
     log_w = torch.zeros(B, P, device=x.device, dtype=x.dtype)
     rows = (torch.arange(B, device=x.device) * P)[:, None]
+    keep = torch.arange(P, device=x.device).expand(B, P)
     for i in progress_bar(steps, progress, "conditional sampling (SMC)"):
         t, s = batch_time(grid[i], x), batch_time(grid[i + 1], x)
         a, v = sde.transition_coeffs(t, s)
@@ -128,21 +132,21 @@ def sample_conditional_smc(score_fn, sde, measurement: LinearMeasurement, y: Ten
         y_s = _bridge_step(sde, measurement, y, y_t, t[:B], s[:B], generator)
         resid = (op.measure(x_mean) - y_s.repeat_interleave(P, 0)).reshape(B, P, -1)
         log_w = log_w - 0.5 * resid.pow(2).sum(-1) / v[:B, None]
-        resample = effective_sample_size(log_w) < ess_threshold * P
-        if bool(resample.any()):
-            keep = torch.arange(P, device=x.device).expand(B, P)
-            idx = torch.where(resample[:, None], _systematic_indices(log_w, generator), keep)
-            x_mean = x_mean[(rows + idx).reshape(-1)]
-            log_w = torch.where(resample[:, None], torch.zeros_like(log_w), log_w)
+        log_w = log_w - log_w.max(1, keepdim=True).values  # max-normalised, so float32 log-weights stay small
+        # resample the samples whose ESS is low; always gathering avoids a host synchronisation per step
+        resample = (effective_sample_size(log_w) < ess_threshold * P)[:, None]
+        idx = torch.where(resample, _systematic_indices(log_w, generator), keep)
+        x_mean = x_mean[(rows + idx).reshape(-1)]
+        log_w = torch.where(resample, torch.zeros_like(log_w), log_w)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x = op.replace(x_mean + append_dims(v.sqrt(), x.ndim) * noise, y_s.repeat_interleave(P, 0))
         y_t = y_s
         check_finite(x, i, grid[i + 1], last=i == steps - 1)
         if callback is not None:
             callback(i, s[0], x, log_w)
-    pick = torch.multinomial(torch.softmax(log_w, dim=1), 1, generator=generator)  # (B, 1)
-    x = x[(rows + pick).reshape(-1)]
-    out = tweedie_denoise(sde, score, x, batch_time(grid[-1], x)) if denoise else x
+    pick = (rows + torch.multinomial(torch.softmax(log_w, dim=1), 1, generator=generator)).reshape(-1)
+    x, x_mean = x[pick], x_mean[pick]
+    out = tweedie_denoise(sde, score, x, batch_time(grid[-1], x)) if denoise else x_mean
     return SampleResult(x=measurement.replace(out, y), nfe=score.nfe)
 
 
