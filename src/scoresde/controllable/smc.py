@@ -26,10 +26,14 @@ for any SDE and any measurement with orthonormal rows):
 3. One particle per sample is drawn by its final weight; the output is Tweedie's E[x_0 | x_eps] in the
    unmeasured part and y exactly in the measured part (as :func:`~scoresde.controllable.sample_conditional`).
 
-The weights make the particle population target p(x^unmeasured_t | y_{t:T}) under the model; with the exact
-score this is p_t(x^unmeasured_t | A x_0 = y) as the step size goes to 0, and the selected particle is an
-exact conditional sample as ``particles`` → ∞ (the bias is O(1/particles)). ``particles=1`` is imputation
-along a consistent forward path, with the same bias as the paper's method.
+Why this is exact: the particles at time t target p(x^u_t | y_t, …, y_T) (x^u the unmeasured part), which
+is p_t(x^u_t | A x_t = y_t) because the forward process is Markov and acts on each coordinate alone. The
+weight N(y_s; A μ(x_t), v I) is the factor p(y_s | x_t) that imputation leaves out of its proposal
+p(x^u_s | x_t): resampling by it moves mass between modes as y_t sharpens towards y — which no step of
+imputation can do once the modes have separated — and at t = eps the target is p_eps(x^u | y_eps), the exact
+conditional as eps → 0. With the exact score and steps → ∞ the selected particle is an exact conditional
+sample as ``particles`` → ∞ (the bias is O(1/particles)). ``particles=1`` is imputation along a consistent
+forward path, with the same bias as the paper's method.
 """
 
 from __future__ import annotations
