@@ -11,6 +11,13 @@ step at time t, the measured part of the state is replaced by a fresh draw of A 
 E[x_0 | x_eps] in the unmeasured part and y exactly in the measured part. (score_sde_pytorch's inpainting
 returns the last predictor's x_mean, whose known region was never reset to y, so its output keeps noise
 that this sampler removes.)
+
+Imputation steers the unmeasured part by p_t(x_t | A x_t = y_t), not p_t(x_t | A x_0 = y): when the modes
+differ in the measured part, y_t is a noisier copy of y at the times the unmeasured part commits to a mode,
+so the output's mode weights lie between the prior's and the exact ones (a light mode that y alone decides
+loses about a third of its samples on a 2-D mixture; docs/controllable.md).
+:func:`~scoresde.controllable.smc.sample_conditional_smc` corrects this with importance weights and is
+asymptotically exact.
 """
 
 from __future__ import annotations

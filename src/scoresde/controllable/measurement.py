@@ -68,6 +68,12 @@ class LinearMeasurement:
         """x + Aᵀ (y − A x): keep the unmeasured part of x, set its measured part to y."""
         return x + self.adjoint(y - self.measure(x))
 
+    def repeat_interleave(self, n: int, x_shape) -> LinearMeasurement:
+        """The measurement of data of shape ``x_shape`` with each sample repeated ``n`` times in a row (as
+        ``x.repeat_interleave(n, 0)``). The operators here act on every sample alike, so this is ``self``
+        unless a subclass holds per-sample data (a batch-shaped mask)."""
+        return self
+
     def check(self, y, x_shape) -> Tensor:
         """Validate a measurement ``y`` for data of shape ``x_shape`` and return it."""
         check_tensor("y", y, min_ndim=1)
@@ -107,6 +113,13 @@ class MaskMeasurement(LinearMeasurement):
 
     def measure(self, x: Tensor) -> Tensor:
         return self._mask(x) * x
+
+    def repeat_interleave(self, n: int, x_shape) -> MaskMeasurement:
+        """Repeat a batch-shaped mask's samples ``n`` times each; a one-sample mask serves any batch."""
+        self.y_shape(x_shape)  # the mask must fit the data
+        if n == 1 or self.mask.ndim < len(x_shape) or self.mask.shape[0] == 1:
+            return self
+        return MaskMeasurement(self.mask.repeat_interleave(n, 0))
 
     def adjoint(self, y: Tensor) -> Tensor:
         return self._mask(y) * y

@@ -7,7 +7,11 @@ from Bayes' rule:
     p(x | y) = Σ_k w'_k N(m'_k, S'_k),   w'_k ∝ w_k N(y; A m_k, A S_k Aᵀ),
     m'_k = m_k + S_k Aᵀ (A S_k Aᵀ)⁻¹ (y − A m_k),   S'_k = S_k − S_k Aᵀ (A S_k Aᵀ)⁻¹ A S_k.
 
-S'_k is singular (zero along the measured directions); it is returned in full ``(K, D, D)``.
+S'_k is singular (zero along the measured directions); it is returned in full ``(K, D, D)``, with an
+orthonormal basis of the unmeasured directions (the null space of A) in which it is regular. In that basis
+:meth:`ConditionalMixture.responsibilities` gives p(k | x, y) for points x on the slice {A x = y}, whose mean
+over exact conditional samples is w'_k (E[p(k | x, y) | y] = p(k | y)): the mode weights of a sampler's
+output are estimated by it without the misclassification of a nearest-mode count.
 """
 
 from __future__ import annotations
@@ -31,6 +35,40 @@ class ConditionalMixture:
     weights: Tensor
     means: Tensor
     covs: Tensor
+    free_basis: Tensor | None = None
+
+    def _basis(self) -> Tensor:
+        if self.free_basis is None:
+            raise ValueError("this ConditionalMixture has no free_basis (build it with condition_mixture)")
+        return self.free_basis
+
+    def free_coords(self, x: Tensor) -> Tensor:
+        """Coordinates of x ``(n, D)`` along the unmeasured directions, ``(n, D − m)``."""
+        return torch.as_tensor(x, dtype=torch.float64).reshape(x.shape[0], -1) @ self._basis().T
+
+    def free_moments(self) -> tuple[Tensor, Tensor]:
+        """Mean ``(D − m,)`` and covariance ``(D − m, D − m)`` of the conditional in :meth:`free_coords`."""
+        basis = self._basis()
+        return basis @ self.mean(), basis @ self.covariance() @ basis.T
+
+    def responsibilities(self, x: Tensor) -> Tensor:
+        """p(k | x, y) ``(n, K)`` for points x ``(n, D)`` on the slice {A x = y} (only their unmeasured
+        coordinates are read): w'_k N(u; B m'_k, B S'_k Bᵀ) normalised over k, u = B x, B = free_basis."""
+        basis = self._basis()
+        u = self.free_coords(x)
+        d = u[:, None, :] - (self.means @ basis.T)[None]  # (n, K, r)
+        cov = basis @ self.covs @ basis.T  # (K, r, r)
+        sol = torch.linalg.solve(cov[None], d[..., None])[..., 0]
+        log_n = -0.5 * ((d * sol).sum(-1) + torch.logdet(cov)[None])
+        return torch.softmax(torch.log(self.weights)[None] + log_n, dim=1)
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """n exact draws ``(n, D)`` of p(x | y) (float64); they satisfy A x = y to rounding."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        evals, evecs = torch.linalg.eigh(self.covs)  # S'_k = V Λ Vᵀ, Λ ≥ 0 up to rounding
+        root = evecs * evals.clamp_min(0).sqrt()[:, None, :]
+        z = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
+        return self.means[k] + (root[k] @ z[..., None])[..., 0]
 
     def mean(self) -> Tensor:
         return self.weights @ self.means
@@ -64,4 +102,5 @@ def condition_mixture(mixture: GaussianMixture, A: Tensor, y: Tensor) -> Conditi
     covs = S - AS.transpose(1, 2) @ torch.linalg.solve(C, AS)
     log_n = -0.5 * ((resid * sol).sum(-1) + torch.logdet(C) + A.shape[0] * math.log(2 * math.pi))
     weights = torch.softmax(torch.log(mixture.weights) + log_n, dim=0)
-    return ConditionalMixture(weights, means, covs)
+    free_basis = torch.linalg.svd(A, full_matrices=True)[2][A.shape[0]:]  # orthonormal rows spanning null(A)
+    return ConditionalMixture(weights, means, covs, free_basis)
