@@ -43,7 +43,8 @@ _LAZY = {
     **dict.fromkeys(["VariationalDequantizer", "dequantized_log_prob"], "scoresde.dequant"),
     **dict.fromkeys(["evaluate_nll", "NLLResult"], "scoresde.evaluate"),
     # controllable generation
-    **dict.fromkeys(["sample_conditional", "inpaint", "colorize", "guided_score_fn"], "scoresde.controllable"),
+    **dict.fromkeys(["sample_conditional", "inpaint", "colorize", "guided_score_fn", "sample_conditional_smc",
+                     "inpaint_smc"], "scoresde.controllable"),
     # training utilities
     "EMA": "scoresde.ema",
     **dict.fromkeys(["save_checkpoint", "load_checkpoint"], "scoresde.checkpoint"),
@@ -74,7 +75,14 @@ if typing.TYPE_CHECKING:  # static analysers and API-reference generators see th
     from scoresde.analytic import GaussianMixture  # noqa: F401
     from scoresde.bpd import bits_per_dim, uniform_dequantize  # noqa: F401
     from scoresde.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
-    from scoresde.controllable import colorize, guided_score_fn, inpaint, sample_conditional  # noqa: F401
+    from scoresde.controllable import (  # noqa: F401
+        colorize,
+        guided_score_fn,
+        inpaint,
+        inpaint_smc,
+        sample_conditional,
+        sample_conditional_smc,
+    )
     from scoresde.dequant import VariationalDequantizer, dequantized_log_prob  # noqa: F401
     from scoresde.elbo import NLLBound, nll_bound, nll_bound_terms  # noqa: F401
     from scoresde.ema import EMA  # noqa: F401
