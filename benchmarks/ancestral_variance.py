@@ -81,6 +81,22 @@ def measure(mix, sde, eps, variance, steps, n, denoise, ref, seed) -> dict:
             "finite": bool(torch.isfinite(res.x).all()), "seconds": seconds}
 
 
+def markdown(rows: list[dict]) -> str:
+    """One line per (mixture, SDE, steps); a cell is "spread error ± SE / mode-weight TV (its sd)"."""
+    variances = list(dict.fromkeys(r["variance"] for r in rows))
+    lines = ["| mixture | SDE | steps | " + " | ".join(f"`{v}`" for v in variances) + " |",
+             "|---|---|---|" + "---|" * len(variances)]
+    keys = list(dict.fromkeys((r["mixture"], r["sde"], r["steps"]) for r in rows))
+    for key in keys:
+        cells = []
+        for v in variances:
+            r = next((r for r in rows if (r["mixture"], r["sde"], r["steps"]) == key and r["variance"] == v), None)
+            cells.append("" if r is None else f"{100 * r['spread_rel_err']:+.1f} ± {100 * r['spread_se']:.1f} % / "
+                                              f"{r['tv']:.3f} ({r['tv_sd']:.3f})")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mixtures", nargs="+", default=["tune", "A", "B", "C"])
@@ -116,6 +132,7 @@ def main(argv=None):
             "machine": platform.machine(), "python": platform.python_version(), "threads": 1,
             "ref_samples": args.ref_samples}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(markdown(rows))
     print(f"wrote {args.out}")
 
 
