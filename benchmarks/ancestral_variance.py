@@ -13,7 +13,8 @@ target (p_eps, or its Tweedie denoising with ``denoise``):
 ``tune`` is the mixture of the test suite (the one any choice was looked at on first); ``A``, ``B``, ``C``
 are held out: other weights, component stds (down to 0.1), anisotropy, overlap, and D = 8.
 
-    python benchmarks/ancestral_variance.py                     # ~4 min on 2 CPU cores
+    python benchmarks/ancestral_variance.py                     # ~23 min on 2 shared CPU cores
+    python benchmarks/ancestral_variance.py --steps 100 --samples 8000   # ~2 min
     python benchmarks/ancestral_variance.py --mixtures A --steps 1000 --samples 24000 --no-denoise
 """
 
@@ -105,6 +106,7 @@ def main(argv=None):
     parser.add_argument("--steps", nargs="+", type=int, default=[100, 1000])
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--ref-samples", type=int, default=400_000)
+    parser.add_argument("--seed", type=int, default=0, help="added to the step count to seed each run")
     parser.add_argument("--no-denoise", action="store_true", help="compare samples of p_eps (no Tweedie step)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ancestral_variance.json")
     args = parser.parse_args(argv)
@@ -122,7 +124,7 @@ def main(argv=None):
                 for variance in args.variances:
                     row = {"mixture": mname, "sde": sname, "steps": steps, "variance": variance, "denoise": denoise,
                            "samples": args.samples, **measure(mix, sde, eps, variance, steps, args.samples, denoise,
-                                                             ref, seed=steps)}
+                                                             ref, seed=steps + args.seed)}
                     rows.append(row)
                     print(f"{mname:5s} {sname:6s} {steps:5d} {variance:11s} spread {row['spread_rel_err']:+7.2%} "
                           f"± {row['spread_se']:.2%}   tv {row['tv']:.4f} (sd {row['tv_sd']:.4f})  "
