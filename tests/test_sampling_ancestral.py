@@ -64,9 +64,9 @@ def test_analytic_variance_is_exact_for_gaussian_data(sde_name, s2):
 
 
 def test_analytic_matches_a_gaussian_target_by_sampling():
-    """End to end on Gaussian data N(1, 0.1² I) in D = 4 under VP at only 50 steps, where β̃ is ~30 %
-    under (measured and predicted by the exact variance recursion): the analytic choice reproduces the
-    exact variance of p_eps. n·D = 16k squared deviations: relative sd of the variance estimate
+    """End to end on Gaussian data N(1, 0.1² I) in D = 4 under VP at only 50 steps, where β̃ gives 53 %
+    too little variance (measured; the exact variance recursion predicts −52.8 %): the analytic choice
+    reproduces the exact variance of p_eps. n·D = 16k squared deviations: relative sd of the variance estimate
     sqrt(2/(nD)) = 1.1 %, allowed 4 sd + 1 % for the batch estimate of Γ."""
     sde = sd.VPSDE()
     data = sd.GaussianMixture([1.0], [[1.0] * 4], 0.1)
@@ -79,7 +79,7 @@ def test_analytic_matches_a_gaussian_target_by_sampling():
     assert abs(rel) < 4 * math.sqrt(2 / (n * 4)) + 0.01, f"{rel:+.2%}"
     tilde = sample_ancestral(data.score_fn(sde), sde, (n, 4), steps=50, denoise=False, dtype=torch.float64,
                              variance="beta_tilde", generator=torch.Generator().manual_seed(0))
-    assert float(tilde.x.var(0).mean()) / exact_var - 1 < -0.15  # the defect this option fixes
+    assert float(tilde.x.var(0).mean()) / exact_var - 1 < -0.4  # the defect this option fixes
 
 
 def _spread_error(mix, sde, eps, x, denoise, n_ref=100_000):

@@ -66,11 +66,13 @@ def ancestral_variance(sde, t: Tensor, t_next: Tensor, score: Tensor, variance: 
           σ_i² = v σ_s²/σ_t² + v²/(a² σ_t²) · (1 − σ_t² Γ_t),    Γ_t = E_{p_t} ‖∇ log p_t(x_t)‖² / d,
 
       which runs from β̃ (point-mass data, σ_t² Γ_t = 1) to v/a² (Γ_t = 0). Γ_t is estimated by the mean
-      of ‖score‖²/d over the current batch, which the sampler's state approximates p_t with: no extra
-      score evaluations, unbiased for the batch's distribution, with a relative Monte-Carlo error of
-      about sd(‖s‖²)/(mean(‖s‖²) sqrt(B d)); σ_t² Γ̂_t is clipped to [0, 1] (Bao et al.'s bounds), a
-      bias only when the estimate falls outside. The price: a sample depends on the rest of its batch
-      (as with the Langevin corrector's batch norms); use batches of ≳ 100 samples.
+      of ‖score‖²/d over the current batch of B samples, which approximates p_t: no extra score
+      evaluations; unbiased for the batch's own distribution (σ_i² is linear in Γ), with a relative
+      Monte-Carlo error sd(‖s‖²)/(mean(‖s‖²) sqrt(B)) ≈ sqrt(2/(B d)) for Gaussian modes; where the batch
+      itself is off (its own sampling error) the estimate follows it, with a restoring sign: an
+      under-dispersed batch has a smaller ‖s‖² and so gets more noise. σ_t² Γ̂_t is clipped to [0, 1]
+      (Bao et al.'s bounds), a bias only where the estimate falls outside. The price: a sample depends on
+      the rest of its batch (as with the Langevin corrector's batch norms); use batches of ≳ 100 samples.
     """
     check_choice("variance", variance, ANCESTRAL_VARIANCES)
     a, v = sde.transition_coeffs(t, t_next)
