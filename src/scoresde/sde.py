@@ -295,8 +295,18 @@ class VPSDE(_LinearBetaSDE):
         return self.beta(t) / num_steps
 
     def discretize(self, x, t, dt):
-        """DDPM step: x_{i+1} = sqrt(1 − β_i) x_i + sqrt(β_i) z with β_i = β(t) dt (Song et al. 2021, eq. 44)."""
-        beta_i = self.beta(t) * dt
+        """DDPM step: x_{i+1} = sqrt(1 − β_i) x_i + sqrt(β_i) z (Song et al. 2021, eq. 44).
+
+        β_i = β(t)·dt, DDPM's β(t_i)/N, wherever that is a valid variance (β(t)·dt < 1: every step of a
+        grid of ≥ 21 steps with the default β_max = 20, so such runs are the DDPM chain exactly). Where it
+        is not, the DDPM chain does not exist (sqrt(1 − β_i) would be NaN) and the step uses its root
+        instead: β_i = 1 − exp(−∫_{t−dt}^t β) of the exact transition (:meth:`transition_coeffs`), which
+        β(t)·dt approximates to first order and which lies in (0, 1) for every dt > 0.
+        """
+        dt = torch.as_tensor(dt, dtype=t.dtype, device=t.device)
+        ddpm = self.beta(t) * dt
+        exact = -torch.expm1(-(self.integrated_beta(t) - self.integrated_beta(t - dt)))
+        beta_i = torch.where(ddpm < 1, ddpm, exact)
         return append_dims(torch.sqrt(1 - beta_i) - 1, x.ndim) * x, torch.sqrt(beta_i)
 
 

@@ -7,6 +7,8 @@ names the window of steps in which the NaN appeared.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -90,6 +92,43 @@ def check_finite(x: Tensor, i: int, t: Tensor, last: bool) -> None:
         where = f"at step {i}" if first == i else f"between steps {first} and {i}"
         raise FloatingPointError(f"sampling produced NaN or inf {where} (t = {float(t):.6g}); "
                                  "check the score_fn, the step size or the snr")
+
+
+def check_finite_denoised(x: Tensor, t: Tensor) -> None:
+    """Raise if the final Tweedie denoising step returned NaN/inf (checked once, on every device)."""
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"sampling produced NaN or inf in the final denoising step (Tweedie's formula "
+                                 f"at t = {float(t):.6g}); check the score_fn at the last time, or pass "
+                                 "denoise=False")
+
+
+def check_discretization(sde: SDE, grid: Tensor, x: Tensor) -> None:
+    """Refuse, before sampling, a grid on which ``sde.discretize`` is not finite (the reverse-diffusion
+    predictor inverts it). Probes every step at once on a (steps, 1, …) state of ones: no score call."""
+    t, dt = grid[:-1], grid[:-1] - grid[1:]
+    probe = x.new_ones((t.shape[0],) + (1,) * (x.ndim - 1))
+    f, G = sde.discretize(probe, t, dt)
+    bad = ~(torch.isfinite(f).reshape(t.shape[0], -1).all(1) & torch.isfinite(G))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"steps={t.shape[0]} is too few for the reverse_diffusion predictor with {sde!r}: its "
+                         f"discretisation sde.discretize is not finite at step {i} (t = {float(t[i]):.6g}, "
+                         f"dt = {float(dt[i]):.6g}); use more steps or another predictor")
+
+
+def bind_step_kwargs(kind: str, name: str, step: Callable, kwargs: dict | None) -> Callable:
+    """``step`` with the extra keywords ``kwargs`` bound, after checking them against its signature."""
+    if kwargs is None:
+        return step
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"{kind}_kwargs must be a dict or None, got {type(kwargs).__name__}")
+    allowed = {p.name for p in inspect.signature(step).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    allowed -= {"rsde", "generator"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ValueError(f"{kind}_kwargs has unknown keys {unknown} for the {kind} {name!r}; "
+                         f"it accepts {sorted(allowed)}")
+    return functools.partial(step, **kwargs)
 
 
 def tweedie_denoise(sde: SDE, score_fn, x: Tensor, t: Tensor) -> Tensor:

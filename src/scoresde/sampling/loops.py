@@ -16,8 +16,11 @@ from scoresde._checks import check_choice, check_int, check_positive
 from scoresde.sampling._common import (
     CountedScore,
     batch_time,
+    bind_step_kwargs,
     check_callback,
+    check_discretization,
     check_finite,
+    check_finite_denoised,
     check_sde,
     initial_state,
     progress_bar,
@@ -25,7 +28,7 @@ from scoresde.sampling._common import (
     tweedie_denoise,
 )
 from scoresde.sampling.result import SampleResult
-from scoresde.sampling.steps import CORRECTORS, PREDICTORS
+from scoresde.sampling.steps import ANCESTRAL_VARIANCES, CORRECTORS, PREDICTORS
 
 __all__ = ["sample_pc", "sample_euler_maruyama", "sample_ancestral", "sample_annealed_langevin"]
 
@@ -34,7 +37,8 @@ __all__ = ["sample_pc", "sample_euler_maruyama", "sample_ancestral", "sample_ann
 def sample_pc(score_fn, sde, shape, *, predictor: str = "reverse_diffusion", corrector: str = "langevin",
               snr: float = 0.16, corrector_steps: int = 1, steps: int = 1000, eps: float = 1e-3,
               generator: torch.Generator | None = None, device=None, dtype=torch.float32, callback=None,
-              progress: bool = False, denoise: bool = True, z: torch.Tensor | None = None) -> SampleResult:
+              progress: bool = False, denoise: bool = True, z: torch.Tensor | None = None,
+              predictor_kwargs: dict | None = None) -> SampleResult:
     """Predictor–corrector sampling (Song et al. 2021, Algorithm 1), in the paper's order:
 
         x ~ p_T  (or the given ``z``);  t_0 = T > t_1 > … > t_N = eps uniform, N = ``steps``
@@ -47,10 +51,13 @@ def sample_pc(score_fn, sde, shape, *, predictor: str = "reverse_diffusion", cor
     ``predictor`` is one of :data:`PREDICTORS` and ``corrector`` one of :data:`CORRECTORS` (each may be
     ``"none"``); ``snr`` is the corrector's signal-to-noise ratio r. ``callback(i, t, x, x_mean)`` is called
     after every step i with the step's time t_{i+1} as a ``(B,)`` tensor. Noise comes from ``generator``,
-    which must live on ``device``. Score evaluations: N (predictor, unless "none") + N·``corrector_steps``
-    (unless "none") + 1 with ``denoise``.
+    which must live on ``device``. ``predictor_kwargs`` are extra keywords of the predictor step, e.g.
+    ``{"variance": "beta"}`` for ``"ancestral"`` (see :func:`~scoresde.sampling.steps.ancestral_variance`).
+    Score evaluations: N (predictor, unless "none") + N·``corrector_steps`` (unless "none") + 1 with
+    ``denoise``. A grid on which the predictor's discretisation is not finite is refused before sampling.
     """
     predict = PREDICTORS[check_choice("predictor", predictor, PREDICTORS)]
+    predict = bind_step_kwargs("predictor", predictor, predict, predictor_kwargs)
     correct = CORRECTORS[check_choice("corrector", corrector, CORRECTORS)]
     snr = check_positive("snr", snr)
     corrector_steps = check_int("corrector_steps", corrector_steps, minimum=0 if corrector == "none" else 1)
@@ -59,6 +66,8 @@ def sample_pc(score_fn, sde, shape, *, predictor: str = "reverse_diffusion", cor
     rsde = sde.reverse(score)
     x = initial_state(sde, shape, z, generator=generator, device=device, dtype=dtype)
     grid = time_grid(sde, steps, eps, x)
+    if predictor == "reverse_diffusion":
+        check_discretization(sde, grid, x)
     x_mean = x
     for i in progress_bar(steps, progress, "PC sampling"):
         t, t_next = batch_time(grid[i], x), batch_time(grid[i + 1], x)
@@ -86,13 +95,17 @@ def sample_euler_maruyama(score_fn, sde, shape, *, steps: int = 1000, eps: float
 def sample_ancestral(score_fn, sde, shape, *, steps: int = 1000, eps: float = 1e-3,
                      generator: torch.Generator | None = None, device=None, dtype=torch.float32,
                      callback=None, progress: bool = False, denoise: bool = True,
-                     z: torch.Tensor | None = None) -> SampleResult:
+                     z: torch.Tensor | None = None, variance: str = "analytic") -> SampleResult:
     """Ancestral sampling (DDPM for VP, SMLD's ancestral sampler for VE, the same exact-transition
     construction for any SDE; see :func:`~scoresde.sampling.steps.ancestral`); :func:`sample_pc` with the
-    ``"ancestral"`` predictor and no corrector. Score evaluations: ``steps`` (+1 with ``denoise``)."""
+    ``"ancestral"`` predictor and no corrector. ``variance`` is the noise variance of each step, one of
+    ``"analytic"`` (Bao et al. 2022; default, the most accurate on the oracle: docs/benchmarks.md),
+    ``"beta"`` (Song et al. 2021 eq. 47, DDPM's σ² = β) or ``"beta_tilde"`` (DDPM's posterior β̃); see
+    :func:`~scoresde.sampling.steps.ancestral_variance`. Score evaluations: ``steps`` (+1 with ``denoise``)."""
+    check_choice("variance", variance, ANCESTRAL_VARIANCES)
     return sample_pc(score_fn, sde, shape, predictor="ancestral", corrector="none", steps=steps, eps=eps,
                      generator=generator, device=device, dtype=dtype, callback=callback, progress=progress,
-                     denoise=denoise, z=z)
+                     denoise=denoise, z=z, predictor_kwargs={"variance": variance})
 
 
 @torch.no_grad()
@@ -137,4 +150,5 @@ def sample_annealed_langevin(score_fn, sde, shape, *, levels: int = 10, steps: i
 def _finish(sde, score: CountedScore, x: torch.Tensor, t_last: torch.Tensor, denoise: bool) -> SampleResult:
     if denoise:
         x = tweedie_denoise(sde, score, x, batch_time(t_last, x))
+        check_finite_denoised(x, t_last)
     return SampleResult(x=x, nfe=score.nfe)

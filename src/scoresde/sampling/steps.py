@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scoresde._checks import append_dims
+from scoresde._checks import append_dims, check_choice
 from scoresde.sde import ReverseSDE
 
 
@@ -45,20 +45,62 @@ def reverse_diffusion(x: Tensor, t: Tensor, t_next: Tensor, *, rsde: ReverseSDE,
     return x_mean + append_dims(rev_G, x.ndim) * _noise(x, generator), x_mean
 
 
-def ancestral(x: Tensor, t: Tensor, t_next: Tensor, *, rsde: ReverseSDE, generator=None):
+ANCESTRAL_VARIANCES = ("beta", "beta_tilde", "analytic")
+
+
+def ancestral_variance(sde, t: Tensor, t_next: Tensor, score: Tensor, variance: str = "analytic") -> Tensor:
+    """The noise variance σ_i² of one ancestral step from t to s = t_next < t, shape ``(B,)``.
+
+    With (a, v) the exact transition x_t | x_s ~ N(a x_s, v I) and σ_t, σ_s the marginal stds:
+
+    - ``"beta"``: σ_i² = v, the transition variance (Song et al. 2021, eq. 47; DDPM's σ² = β, Ho et al.
+      2020 Sec. 3.2). Exact when x_0 ~ N(0, I) under VP; an upper-bound-like choice otherwise.
+    - ``"beta_tilde"``: σ_i² = v σ_s²/σ_t², the posterior variance of q(x_s | x_t, x_0) (DDPM's β̃, Ho et
+      al. 2020 eq. 7; SMLD's ancestral noise for VE). Exact only for a point mass x_0; it leaves out the
+      uncertainty about x_0 given x_t and so under-disperses.
+    - ``"analytic"``: the variance that minimises the KL divergence from the true reverse kernel
+      q(x_s | x_t) to an isotropic Gaussian with the exact mean (Bao et al. 2022, Analytic-DPM, Thm 1),
+      written for any SDE. By the law of total variance and Tweedie's second-order formula
+      Cov(x_0 | x_t) = (σ_t²/α_t²)(I + σ_t² ∇² log p_t), averaged over p_t (E[Δ log p_t] = −E‖∇ log p_t‖²):
+
+          σ_i² = v σ_s²/σ_t² + v²/(a² σ_t²) · (1 − σ_t² Γ_t),    Γ_t = E_{p_t} ‖∇ log p_t(x_t)‖² / d,
+
+      which runs from β̃ (point-mass data, σ_t² Γ_t = 1) to v/a² (Γ_t = 0). Γ_t is estimated by the mean
+      of ‖score‖²/d over the current batch of B samples, which approximates p_t: no extra score
+      evaluations; unbiased for the batch's own distribution (σ_i² is linear in Γ), with a relative
+      Monte-Carlo error sd(‖s‖²)/(mean(‖s‖²) sqrt(B)) ≈ sqrt(2/(B d)) for Gaussian modes; where the batch
+      itself is off (its own sampling error) the estimate follows it, with a restoring sign: an
+      under-dispersed batch has a smaller ‖s‖² and so gets more noise. σ_t² Γ̂_t is clipped to [0, 1]
+      (Bao et al.'s bounds), a bias only where the estimate falls outside. The price: a sample depends on
+      the rest of its batch (as with the Langevin corrector's batch norms); use batches of ≳ 100 samples.
+    """
+    check_choice("variance", variance, ANCESTRAL_VARIANCES)
+    a, v = sde.transition_coeffs(t, t_next)
+    var_t, var_s = sde.marginal_coeffs(t)[1] ** 2, sde.marginal_coeffs(t_next)[1] ** 2
+    if variance == "beta":
+        return v
+    beta_tilde = v * var_s / var_t
+    if variance == "beta_tilde":
+        return beta_tilde
+    gamma = score.reshape(score.shape[0], -1).pow(2).mean(1).mean()
+    deficit = (1 - var_t * gamma).clamp(0, 1)
+    return beta_tilde + v**2 / (a**2 * var_t) * deficit
+
+
+def ancestral(x: Tensor, t: Tensor, t_next: Tensor, *, rsde: ReverseSDE, generator=None,
+              variance: str = "analytic"):
     """Ancestral sampling from the exact transition x_t | x_s ~ N(a x_s, v I), s = t_next < t.
 
     The mean is the exact posterior mean E[x_s | x_t] = (x_t + v ∇ log p_t(x_t)) / a (Tweedie's formula
-    applied to the transition). The noise variance is the posterior variance of q(x_s | x_t, x_0),
-    v σ(s)² / σ(t)² — DDPM's β̃ (Ho et al. 2020, eq. 7) for VP and the SMLD ancestral noise of Song
-    et al. 2021 eq. (47) for VE; it vanishes at s = 0. (Song et al.'s VP variant, eq. (47), uses v instead.)
-    (a, v) come from ``sde.transition_coeffs``, so this step works for any SDE.
+    applied to the transition); the noise variance is ``variance``, one of :data:`ANCESTRAL_VARIANCES`
+    (see :func:`ancestral_variance`). (a, v) come from ``sde.transition_coeffs``, so this step works for
+    any SDE.
     """
     sde = rsde.sde
     a, v = sde.transition_coeffs(t, t_next)
-    std_t, std_s = sde.marginal_coeffs(t)[1], sde.marginal_coeffs(t_next)[1]
-    x_mean = (x + append_dims(v, x.ndim) * rsde.score_fn(x, t)) / append_dims(a, x.ndim)
-    noise_std = torch.sqrt(v) * std_s / std_t
+    score = rsde.score_fn(x, t)
+    x_mean = (x + append_dims(v, x.ndim) * score) / append_dims(a, x.ndim)
+    noise_std = torch.sqrt(ancestral_variance(sde, t, t_next, score, variance))
     return x_mean + append_dims(noise_std, x.ndim) * _noise(x, generator), x_mean
 
 
