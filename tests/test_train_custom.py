@@ -212,3 +212,22 @@ def test_training_a_user_sde_approaches_the_oracle_loss(tmp_path):
     # The oracle minimises the expected loss: the model may undercut it only by Monte-Carlo noise
     # (4 standard errors of the mean difference over the 8192 shared draws).
     assert after > -4 * stderr, (after, stderr)
+
+
+def test_the_example_never_writes_over_a_folder(tmp_path):
+    import runpy
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    prepare_out = runpy.run_path(os.path.join(root, "examples", "train_custom_sde.py"))["prepare_out"]
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    prepare_out(str(mine), False)
+    (mine / "run").mkdir()
+    with pytest.raises(SystemExit, match="exists and is not empty; pick a new folder or pass --overwrite"):
+        prepare_out(str(mine), False)
+    prepare_out(str(mine), True)  # an earlier output of the example is replaced
+    assert sorted(os.listdir(mine)) == ["train_custom_sde.json"]
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="was not written by this script .*refusing to delete it"):
+        prepare_out(str(other), True)
+    assert (other / "notes.txt").read_text() == "keep me"
