@@ -32,6 +32,7 @@ from scoresde._checks import check_choice
 from scoresde._training import build_model, build_sde
 from scoresde.nn.presets import PRESETS
 from scoresde.score import ScoreModel, sde_from_config
+from scoresde.sde import SDE
 
 __all__ = ["Run", "load_run", "export_run", "EXPORT_FORMAT"]
 
@@ -59,7 +60,8 @@ class Run:
 
 
 def load_run(path: str, *, weights: str = "ema", step: int | None = None,
-             map_location: str | torch.device = "cpu", sde=None, model: nn.Module | None = None) -> Run:
+             map_location: str | torch.device = "cpu", sde: SDE | None = None,
+             model: nn.Module | None = None) -> Run:
     """Read a run directory written by ``train`` (or a folder written by :func:`export_run`) back as a model.
 
     Args:
@@ -88,7 +90,8 @@ def load_run(path: str, *, weights: str = "ema", step: int | None = None,
     return _load_workdir(path, weights, step, map_location, sde, model)
 
 
-def export_run(path: str, out: str, *, weights: str = "ema", step: int | None = None, sde=None) -> str:
+def export_run(path: str, out: str, *, weights: str = "ema", step: int | None = None,
+               sde: SDE | None = None) -> str:
     """Write the weights of a run as ``out/model.safetensors`` and its configuration as ``out/config.json``.
 
     ``out`` must not exist yet or be empty (an export is never written over another one). Returns ``out``.

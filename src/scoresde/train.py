@@ -38,10 +38,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from scoresde import checkpoint as ckpt
 from scoresde import config as C
@@ -148,7 +150,8 @@ def load_data(cfg: C.DataConfig, seed: int, *, test_images: int = 0) -> DataSour
 
 
 # --------------------------------------------------------------------------------------------- components
-def build_components(cfg: C.Config, *, sde=None, model: nn.Module | None = None, data=None):
+def build_components(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None,
+                     data: UserData | None = None) -> tuple[DataSource, SDE, nn.Module]:
     """``(DataSource, sde, model)`` for a run: the objects given, and the rest built from ``cfg``.
 
     This is the only place where :func:`train` gets its objects, whether from the config (``sde`` from
@@ -176,6 +179,11 @@ def build_components(cfg: C.Config, *, sde=None, model: nn.Module | None = None,
         raise ValueError(f"train: model is a ScoreModel on {_sde_text(model.sde)} but training uses "
                          f"{_sde_text(sde)}; build it on the training SDE (ScoreModel(net, sde)) and pass sde=")
     return source, sde, model
+
+
+#: What ``train(data=...)`` accepts: rows ``(N, ...)``, a Dataset (or any indexable) of tensors or
+#: ``(tensor, label)`` tuples, or a :class:`DataSource`.
+UserData = Tensor | Dataset | Sequence | DataSource
 
 
 class _Items:
@@ -241,7 +249,7 @@ def _data_description(data) -> dict:
                 "test": None if data.test is None else len(data.test), "train": _data_description(data.train)}
     if isinstance(data, Tensor):
         flat = data.detach().cpu().contiguous().reshape(-1)
-        digest = hashlib.sha256(flat.view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(flat.view(torch.uint8).numpy()).hexdigest()[:16]
         return {"kind": "tensor", "rows": int(data.shape[0]), "shape": [int(n) for n in data.shape[1:]],
                 "dtype": str(data.dtype).replace("torch.", ""), "sha256_16": digest}
     item = _Items(data)[0][0] if len(data) else None
@@ -249,7 +257,8 @@ def _data_description(data) -> dict:
             "shape": None if item is None else [int(n) for n in getattr(item, "shape", ())]}
 
 
-def describe_user_objects(sde=None, model=None, data=None) -> dict:
+def describe_user_objects(sde: SDE | None = None, model: nn.Module | None = None,
+                          data: UserData | None = None) -> dict:
     """What a checkpoint records about the objects passed to :func:`train` (None: built from the config).
 
     ``{"sde": {"class", "module", "sde_config"}, "model": {"class", "module", "network"}, "data": {...}}``;
@@ -388,7 +397,7 @@ def _may_change_text() -> str:
                      for sec, keys in MAY_CHANGE_ON_RESUME.items())
 
 
-def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None, data=None,
+def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None, data: UserData | None = None,
           resume: bool = False, stop_after: int | None = None, max_seconds: float | None = None,
           allow_config_change: bool = False, progress: bool = True, say=print) -> TrainResult:
     """Train the score model described by ``cfg`` in ``cfg.training.workdir``, or your own SDE, network and data.
