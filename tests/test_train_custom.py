@@ -231,3 +231,21 @@ def test_the_example_never_writes_over_a_folder(tmp_path):
     with pytest.raises(SystemExit, match="was not written by this script .*refusing to delete it"):
         prepare_out(str(other), True)
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_export_of_a_user_sde_run_reads_back_with_the_sde(tmp_path):
+    pytest.importorskip("safetensors", reason="exports need the optional safetensors package")
+    from scoresde.run import export_run
+
+    workdir, out = tmp_path / "run", tmp_path / "export"
+    train(cfg_for(workdir, "training.steps=3"), sde=ScaledOU(0.7), data=user_data(), **QUIET)
+    with pytest.raises(ValueError, match="trained with your own SDE"):
+        export_run(str(workdir), str(out))
+    export_run(str(workdir), str(out), sde=ScaledOU(0.7))
+    with pytest.raises(ValueError, match=r"unknown SDE class 'ScaledOU'.*pass sde= for your own"):
+        load_run(str(out))
+    with pytest.raises(ValueError, match="holds a model on an SDE of class ScaledOU; got sde of class VPSDE"):
+        load_run(str(out), sde=sd.VPSDE())
+    exported, original = load_run(str(out), sde=ScaledOU(0.7)), load_run(str(workdir), sde=ScaledOU(0.7))
+    x, t = user_data()[:8], torch.full((8,), 0.3)
+    torch.testing.assert_close(exported.model(x, t), original.model(x, t), rtol=0, atol=0)
