@@ -249,3 +249,23 @@ def test_export_of_a_user_sde_run_reads_back_with_the_sde(tmp_path):
     exported, original = load_run(str(out), sde=ScaledOU(0.7)), load_run(str(workdir), sde=ScaledOU(0.7))
     x, t = user_data()[:8], torch.full((8,), 0.3)
     torch.testing.assert_close(exported.model(x, t), original.model(x, t), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("preset", ["toy2d", "digits"])
+def test_the_config_path_is_the_user_path_with_the_config_objects(tmp_path, preset):
+    """``train(cfg)`` builds its objects from the config and runs the loop that ``train(cfg, sde=, data=)``
+    runs: handing it the very objects the config describes gives the same losses, bit for bit."""
+    from scoresde._training import build_sde
+    from scoresde.train import load_data
+
+    if preset == "digits":
+        pytest.importorskip("sklearn")
+    sets = ["training.steps=4", "training.batch_size=16", "training.log_every=1", "training.ckpt_every=100",
+            "model.options.hidden=16" if preset == "toy2d" else "model.options.nf=8", "data.toy_size=500"]
+    cfg = C.apply_overrides(C.preset(preset), [f"training.workdir={tmp_path / 'config'}", *sets])
+    from_config = train(cfg, **QUIET)
+    cfg = C.apply_overrides(cfg, [f"training.workdir={tmp_path / 'objects'}"])
+    objects = train(cfg, sde=build_sde(cfg.sde), data=load_data(cfg.data, cfg.training.seed), **QUIET)
+    assert objects.losses == from_config.losses
+    if preset == "digits":  # discrete levels: the DataSource was dequantised and scaled as cfg.data says
+        assert load_checkpoint(list_checkpoints(str(tmp_path / "objects"))[-1])["user_objects"]["data"]["levels"] == 17

@@ -410,7 +410,7 @@ def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = No
     they are (cast to float32; no dequantisation, flip or scaling); a torch Dataset, or any object with
     ``len`` and integer indexing, whose items are tensors or ``(tensor, label)`` tuples, also used as they are;
     or a :class:`DataSource` (its ``levels`` then make each batch dequantised, flipped and scaled as
-    ``cfg.data`` says, and its ``test`` split serves ``training.eval_every``). Batches are drawn from the rows
+    ``cfg.data`` says, and its ``test`` tensor serves ``training.eval_every``). Batches are drawn from the rows
     by per-epoch permutations seeded from ``training.seed``, exactly as for the built-in data. The
     optimiser, EMA, steps, checkpointing, loss, sampling and evaluation still come from ``cfg``.
 
