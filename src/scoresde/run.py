@@ -176,9 +176,9 @@ def _load_export(path: str, weights: str, map_location, sde=None) -> Run:
     recorded = meta["score_model"]["sde"]
     if sde is None:
         sde = sde_from_config(recorded)  # refuses an SDE class that is not built in, saying to pass sde=
-    elif type(sde).__qualname__ != recorded.get("class"):
+    elif type(sde).__name__ != recorded.get("class"):  # sde_config records the class's __name__
         raise ValueError(f"load_run: the export at {path!r} holds a model on an SDE of class {recorded.get('class')}; "
-                         f"got sde of class {type(sde).__qualname__}")
+                         f"got sde of class {type(sde).__name__}")
     model = ScoreModel.from_config(meta["score_model"], sde=sde)
     model.load_state_dict(tensors)
     cfg = C.from_dict(meta["config"])
