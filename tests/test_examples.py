@@ -22,7 +22,8 @@ def quiet_cpu(monkeypatch, tmp_path):
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("script", ["toy_2d.py", "custom_sde.py", "digits.py", "cifar10_gpu.py"])
+@pytest.mark.parametrize("script", ["toy_2d.py", "custom_sde.py", "train_custom_sde.py", "digits.py",
+                                    "cifar10_gpu.py"])
 def test_example_runs_quick(script, monkeypatch, capsys):
     if script in ("digits.py", "cifar10_gpu.py"):
         pytest.importorskip("sklearn")

@@ -18,11 +18,19 @@ The run directory (:mod:`scoresde.rundir`): rank 0 holds an exclusive lock on it
 killed run left behind, and tolerates a torn last line of ``metrics.jsonl``. Resuming checks that the
 checkpoint was trained with the same configuration, except for the fields in :data:`MAY_CHANGE_ON_RESUME`.
 SIGINT and SIGTERM finish the current step, write a checkpoint and raise :class:`TrainingInterrupted`.
+
+Your own objects: ``train(cfg, sde=..., model=..., data=...)`` trains a user-written :class:`~scoresde.sde.SDE`,
+network and data set with the same loop; whatever is not passed is built from the config
+(:func:`build_components`). The config still sets the optimiser, EMA, steps, checkpointing and loss. Each
+checkpoint records which objects were the user's (``"user_objects"``: class names, the SDE's
+:func:`~scoresde.score.sde_config` where it has one, the data's size and a SHA-256 of a data tensor), and a
+resume refuses different ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -30,10 +38,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from scoresde import checkpoint as ckpt
 from scoresde import config as C
@@ -50,9 +60,11 @@ from scoresde._training import (
     save_samples,
 )
 from scoresde.ema import EMA
+from scoresde.score import ScoreModel, sde_config
+from scoresde.sde import SDE
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "DataSource", "load_data",
-           "setup_distributed", "lr_at", "MAY_CHANGE_ON_RESUME"]
+           "setup_distributed", "lr_at", "MAY_CHANGE_ON_RESUME", "build_components", "describe_user_objects"]
 
 # Config fields that may differ between a checkpoint and the run that resumes it: how long and how the run
 # goes on, not what it learns. Everything else (data, model, sde, loss, optim, training.seed,
@@ -100,7 +112,12 @@ class TrainResult:
 
 @dataclass
 class DataSource:
-    """Training rows (a tensor ``(N, ...)`` in unit/raw space, or a torch Dataset) and how to read them."""
+    """Training rows (a tensor ``(N, ...)`` in unit/raw space, or a torch Dataset) and how to read them.
+
+    ``levels`` None: the rows are continuous and used as they are (model space). ``levels`` L: the rows are
+    discrete values in [0, 1] (k/L) that each step dequantises, flips and scales as ``cfg.data`` says.
+    ``train`` may be a tensor or a Dataset whose items are ``(x, label)`` pairs.
+    """
 
     train: object
     test: Tensor | None
@@ -132,6 +149,168 @@ def load_data(cfg: C.DataConfig, seed: int, *, test_images: int = 0) -> DataSour
                         f"or an image set {list(D.IMAGE_DATASETS)}")
 
 
+# --------------------------------------------------------------------------------------------- components
+def build_components(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None,
+                     data: UserData | None = None) -> tuple[DataSource, SDE, nn.Module]:
+    """``(DataSource, sde, model)`` for a run: the objects given, and the rest built from ``cfg``.
+
+    This is the only place where :func:`train` gets its objects, whether from the config (``sde`` from
+    ``cfg.sde``, the data from ``cfg.data``, the network of ``cfg.model`` on that SDE, initialised from
+    ``training.seed``) or from the user (see :func:`train` for the accepted forms); the loop is the same.
+    """
+    tc = cfg.training
+    if sde is None:
+        sde = build_sde(cfg.sde)
+    elif not isinstance(sde, SDE):
+        raise TypeError(f"train: sde must be an instance of a scoresde.SDE subclass, got {type(sde).__name__}")
+    if data is None:
+        source = load_data(cfg.data, tc.seed, test_images=(cfg.eval.num_samples or 10000) if tc.eval_every else 0)
+    else:
+        source = _user_data(data)
+    if tc.eval_every and source.test is None:
+        raise C.ConfigError(f"training.eval_every={tc.eval_every} needs a test split, and data= has none: pass "
+                            "data=DataSource(train, test, shape, levels) or set training.eval_every=0")
+    if model is None:
+        model = _seeded_build(cfg, sde, source.shape)
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"train: model must be a torch.nn.Module whose forward(x, t) returns the score, got "
+                        f"{type(model).__name__}")
+    elif isinstance(model, ScoreModel) and model.sde is not sde and _sde_text(model.sde) != _sde_text(sde):
+        raise ValueError(f"train: model is a ScoreModel on {_sde_text(model.sde)} but training uses "
+                         f"{_sde_text(sde)}; build it on the training SDE (ScoreModel(net, sde)) and pass sde=")
+    return source, sde, model
+
+
+#: What ``train(data=...)`` accepts: rows ``(N, ...)``, a Dataset (or any indexable) of tensors or
+#: ``(tensor, label)`` tuples, or a :class:`DataSource`.
+UserData = Tensor | Dataset | Sequence | DataSource
+
+
+class _Items:
+    """An indexable of tensors (or of (tensor, ...) tuples) seen as items whose first entry is the row."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        item = self.items[i]
+        return item if isinstance(item, (tuple, list)) else (item,)
+
+
+def _user_data(data) -> DataSource:
+    """``data=`` of :func:`train` as a :class:`DataSource` (continuous rows unless it is one already)."""
+    if isinstance(data, DataSource):
+        return data if isinstance(data.train, Tensor) else DataSource(_Items(data.train), data.test, data.shape,
+                                                                      data.levels)
+    if isinstance(data, Tensor):
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise ValueError(f"train: data must be a tensor of rows (N, ...) with N >= 1 and one dimension or more "
+                             f"per row, got shape {tuple(data.shape)}")
+        if not data.is_floating_point():
+            raise TypeError(f"train: a data tensor holds rows in model space (floating point), got {data.dtype}; "
+                            "pass discrete data as DataSource(rows / levels, None, shape, levels)")
+        return DataSource(data, None, tuple(data.shape[1:]), None)
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(f"train: data must be a tensor (N, ...), a torch Dataset (or any object with len() and "
+                        f"integer indexing) of tensors or (tensor, label) tuples, or a DataSource; got "
+                        f"{type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("train: data is empty")
+    items = _Items(data)
+    first = items[0][0]
+    if not isinstance(first, Tensor):
+        raise TypeError(f"train: the items of data must be tensors or (tensor, label) tuples, got item 0 of type "
+                        f"{type(first).__name__}")
+    return DataSource(items, None, tuple(first.shape), None)
+
+
+def _qualname(obj) -> str:
+    return type(obj).__qualname__
+
+
+def _sde_text(sde) -> str:
+    cfg = _sde_config_or_none(sde)
+    return _qualname(sde) if cfg is None else f"{_qualname(sde)}({cfg['params']})"
+
+
+def _sde_config_or_none(sde):
+    try:
+        return sde_config(sde)
+    except ValueError:  # a constructor argument that is not a plain value: described by its class only
+        return None
+
+
+def _data_description(data) -> dict:
+    if isinstance(data, DataSource):
+        return {"kind": "DataSource", "levels": data.levels, "shape": [int(n) for n in data.shape],
+                "test": None if data.test is None else len(data.test), "train": _data_description(data.train)}
+    if isinstance(data, Tensor):
+        flat = data.detach().cpu().contiguous().reshape(-1)
+        digest = hashlib.sha256(flat.view(torch.uint8).numpy()).hexdigest()[:16]
+        return {"kind": "tensor", "rows": int(data.shape[0]), "shape": [int(n) for n in data.shape[1:]],
+                "dtype": str(data.dtype).replace("torch.", ""), "sha256_16": digest}
+    item = _Items(data)[0][0] if len(data) else None
+    return {"kind": _qualname(data), "rows": len(data),
+            "shape": None if item is None else [int(n) for n in getattr(item, "shape", ())]}
+
+
+def describe_user_objects(sde: SDE | None = None, model: nn.Module | None = None,
+                          data: UserData | None = None) -> dict:
+    """What a checkpoint records about the objects passed to :func:`train` (None: built from the config).
+
+    ``{"sde": {"class", "module", "sde_config"}, "model": {"class", "module", "network"}, "data": {...}}``;
+    ``sde_config`` is :func:`~scoresde.score.sde_config` (None when a constructor argument is not a plain
+    value), ``data`` its kind, number of rows, row shape, and for a tensor its dtype and a SHA-256 prefix.
+    Resuming compares the classes by name (not module: a script's ``__main__`` is a notebook's module).
+    """
+    out = {"sde": None, "model": None, "data": None}
+    if sde is not None:
+        out["sde"] = {"class": _qualname(sde), "module": type(sde).__module__, "sde_config": _sde_config_or_none(sde)}
+    if model is not None:
+        net = getattr(model, "net", None) if isinstance(model, ScoreModel) else None
+        out["model"] = {"class": _qualname(model), "module": type(model).__module__,
+                        "network": None if net is None else _qualname(net)}
+    if data is not None:
+        out["data"] = _data_description(data)
+    return out
+
+
+def user_differences(old: dict | None, new: dict) -> dict:
+    """``{"user.sde": (old, new), ...}`` where the user objects of a checkpoint (``old``) and of a resuming run
+    differ; a checkpoint without the record (written before it existed) is not compared."""
+    if old is None:
+        return {}
+    changes = {}
+    for key in ("sde", "model", "data"):
+        a, b = _comparable(key, old.get(key)), _comparable(key, new.get(key))
+        if a != b:
+            changes[f"user.{key}"] = (_user_text(key, old.get(key)), _user_text(key, new.get(key)))
+    return changes
+
+
+def _comparable(key: str, entry):
+    if entry is None:
+        return None
+    if key == "data":
+        return entry
+    return {k: v for k, v in entry.items() if k != "module"}
+
+
+def _user_text(key: str, entry) -> str:
+    if entry is None:
+        return f"built from the config ({key} section)" if key != "model" else "built from the config (model section)"
+    if key == "sde":
+        cfg = entry.get("sde_config")
+        return f"{entry['class']}{'' if cfg is None else '(' + repr(cfg['params']) + ')'} (your own)"
+    if key == "model":
+        net = entry.get("network")
+        return f"{entry['class']}{'' if net is None else '(' + net + ')'} (your own)"
+    return ", ".join(f"{k}={v}" for k, v in entry.items()) + " (your own)"
+
+
 def setup_distributed(device_type: str) -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; initialises the process group if W > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -154,12 +333,12 @@ def _device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
-def _resume(workdir, cfg, raw_model, ema, optimizer, resume, allow_config_change, device, say):
+def _resume(workdir, cfg, user, raw_model, ema, optimizer, resume, allow_config_change, device, say):
     """(step, recent losses, config changes) of the newest readable checkpoint ((0, [], {}) when there is none).
 
     Without ``resume`` an existing checkpoint is an error, and so is an unreadable one with it (nothing is
     wiped); the checkpoint's configuration must match ``cfg`` outside :data:`MAY_CHANGE_ON_RESUME` unless
-    ``allow_config_change``.
+    ``allow_config_change``, and so must the user-supplied objects (``user``, see :func:`describe_user_objects`).
     """
     existing = ckpt.list_checkpoints(workdir)
     if existing and not resume:
@@ -170,12 +349,16 @@ def _resume(workdir, cfg, raw_model, ema, optimizer, resume, allow_config_change
         return 0, [], {}
     state, path = found
     changes = config_differences(state["config"], C.to_dict(cfg))
+    changes.update(user_differences(state.get("user_objects"), user))
     if changes and not allow_config_change:
-        listing = "; ".join(f"{k}: {old!r} (checkpoint) -> {new!r} (now)" for k, (old, new) in changes.items())
+        shown = {k: (v if k.startswith("user.") else tuple(map(repr, v))) for k, v in changes.items()}
+        listing = "; ".join(f"{k}: {old} (checkpoint) -> {new} (now)" for k, (old, new) in shown.items())
+        hint = (" A run trained with your own objects resumes with the same ones: pass train(cfg, sde=..., "
+                "model=..., data=...) as the first run did." if any(k.startswith("user.") for k in changes) else "")
         raise C.ConfigError(
-            f"cannot resume from {path}: it was trained with a different configuration ({listing}). Resume with "
-            "the checkpoint's values, or pass allow_config_change=True (scoresde train --allow-config-change) to "
-            f"continue this run's history with the new ones. Fields that may always change: {_may_change_text()}")
+            f"cannot resume from {path}: it was trained with a different configuration ({listing}).{hint} Resume "
+            "with the checkpoint's values, or pass allow_config_change=True (scoresde train --allow-config-change) "
+            f"to continue this run's history with the new ones. Fields that may always change: {_may_change_text()}")
     try:
         raw_model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
@@ -214,11 +397,27 @@ def _may_change_text() -> str:
                      for sec, keys in MAY_CHANGE_ON_RESUME.items())
 
 
-def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False, stop_after: int | None = None,
-          max_seconds: float | None = None, allow_config_change: bool = False, progress: bool = True,
-          say=print) -> TrainResult:
-    """Train the score model described by ``cfg`` (or the given ``model``, an nn.Module whose forward is a
-    ``score_fn(x, t)``) in ``cfg.training.workdir``.
+def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None, data: UserData | None = None,
+          resume: bool = False, stop_after: int | None = None, max_seconds: float | None = None,
+          allow_config_change: bool = False, progress: bool = True, say=print) -> TrainResult:
+    """Train the score model described by ``cfg`` in ``cfg.training.workdir``, or your own SDE, network and data.
+
+    ``sde``: an instance of a :class:`~scoresde.sde.SDE` subclass (yours or a built-in one) used by the loss and
+    the samples instead of ``cfg.sde``. ``model``: an ``nn.Module`` whose ``forward(x, t)`` is a
+    ``score_fn`` (e.g. a :class:`~scoresde.score.ScoreModel`, which must then be built on the same SDE); without
+    it the network of ``cfg.model`` is built on the SDE, with initial weights from ``training.seed``.
+    ``data``: the training rows instead of ``cfg.data`` — a tensor ``(N, ...)`` of rows in model space, used as
+    they are (cast to float32; no dequantisation, flip or scaling); a torch Dataset, or any object with
+    ``len`` and integer indexing, whose items are tensors or ``(tensor, label)`` tuples, also used as they are;
+    or a :class:`DataSource` (its ``levels`` then make each batch dequantised, flipped and scaled as
+    ``cfg.data`` says, and its ``test`` tensor serves ``training.eval_every``). Batches are drawn from the rows
+    by per-epoch permutations seeded from ``training.seed``, exactly as for the built-in data. The
+    optimiser, EMA, steps, checkpointing, loss, sampling and evaluation still come from ``cfg``.
+
+    Checkpoints record which of these were yours (``"user_objects"``); to ``resume`` such a run pass the same
+    objects again: a different SDE class or parameters, a different network class, or data of another size,
+    shape or content (tensors are hashed) is refused with a ``ConfigError`` naming both, unless
+    ``allow_config_change``. :func:`scoresde.run.load_run` reads such a run back with ``sde=`` / ``model=``.
 
     ``resume`` continues from the newest readable checkpoint (its configuration must match ``cfg`` outside
     :data:`MAY_CHANGE_ON_RESUME`, unless ``allow_config_change``); ``stop_after`` exits the process hard
@@ -244,12 +443,12 @@ def train(cfg: C.Config, *, model: nn.Module | None = None, resume: bool = False
                 say(f"removed {len(removed)} temporary file(s) left by a killed run: "
                     f"{', '.join(os.path.basename(p) for p in removed)}")
         signals = stack.enter_context(_stop_signals())
-        return _train(cfg, model, resume, allow_config_change, stop_after, max_seconds, progress, say, device,
-                      rank, world, signals)
+        return _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_seconds, progress, say,
+                      device, rank, world, signals)
 
 
-def _train(cfg, model, resume, allow_config_change, stop_after, max_seconds, progress, say, device, rank, world,
-           signals) -> TrainResult:
+def _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_seconds, progress, say, device, rank,
+           world, signals) -> TrainResult:
     tc, oc = cfg.training, cfg.optim
     master = rank == 0
     say = say if master else (lambda *a, **k: None)
@@ -259,16 +458,17 @@ def _train(cfg, model, resume, allow_config_change, stop_after, max_seconds, pro
                             f"processes × grad_accum = {chunks}")
     micro = tc.batch_size // chunks
 
-    data = load_data(cfg.data, tc.seed, test_images=(cfg.eval.num_samples or 10000) if tc.eval_every else 0)
-    sde = build_sde(cfg.sde)
-    raw_model = (model if model is not None else _seeded_build(cfg, sde, data.shape)).to(device)
+    source, sde_used, raw_model = build_components(cfg, sde=sde, model=model, data=data)
+    user = describe_user_objects(sde, model, data)  # what was the user's, for the checkpoints
+    data, sde = source, sde_used
+    raw_model = raw_model.to(device)
     loss_fn = build_loss(cfg.loss)
     ema = EMA(raw_model, oc.ema_decay)
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=oc.eps,
                                  weight_decay=oc.weight_decay)
     os.makedirs(tc.workdir, exist_ok=True)
     metrics_path = os.path.join(tc.workdir, rundir.METRICS_NAME)
-    step, recent, changes = _resume(tc.workdir, cfg, raw_model, ema, optimizer, resume, allow_config_change,
+    step, recent, changes = _resume(tc.workdir, cfg, user, raw_model, ema, optimizer, resume, allow_config_change,
                                     device, say)
     if master:
         rundir.trim_metrics(metrics_path, step)
@@ -343,8 +543,8 @@ def _train(cfg, model, resume, allow_config_change, stop_after, max_seconds, pro
             if bar.disable:
                 say(json.dumps(row))
         if master and (step % tc.ckpt_every == 0 or step == end or signum):
-            last_ckpt = ckpt.save_checkpoint(_state(step, raw_model, ema, optimizer, cfg, recent), tc.workdir,
-                                             keep=tc.keep)
+            last_ckpt = ckpt.save_checkpoint(_state(step, raw_model, ema, optimizer, cfg, recent, user, data.shape),
+                                             tc.workdir, keep=tc.keep)
         if signum:  # SIGINT / SIGTERM: this step is checkpointed; no sampling or evaluation, stop now
             bar.close()
             name = signal.Signals(signum).name
@@ -439,7 +639,8 @@ def _should_stop(started: float, max_seconds: float | None, signals: list, world
     return late, signum
 
 
-def _state(step: int, raw_model: nn.Module, ema: EMA, optimizer, cfg: C.Config, recent: list) -> dict:
+def _state(step: int, raw_model: nn.Module, ema: EMA, optimizer, cfg: C.Config, recent: list, user: dict,
+           data_shape: tuple) -> dict:
     return {
         "step": step,
         "model": raw_model.state_dict(),
@@ -450,4 +651,7 @@ def _state(step: int, raw_model: nn.Module, ema: EMA, optimizer, cfg: C.Config, 
         "rng": {"seed": cfg.training.seed, "scheme": "generator per (seed, step, chunk)"},
         # the losses of the logging window in progress, so a resumed run logs the same means
         "recent_losses": [float(v) for v in recent],
+        # which objects were the user's rather than the config's (None: built from the config)
+        "user_objects": user,
+        "data_shape": [int(n) for n in data_shape],
     }
