@@ -154,8 +154,8 @@ def _from_checkpoint(args):
 
     import torch
 
-    from scoresde._training import build_model, build_sde
-    from scoresde.train import load_data
+    from scoresde.builders import build_model, build_sde
+    from scoresde.datastream import load_data
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_data(cfg.data, cfg.training.seed)
@@ -188,14 +188,8 @@ def _cmd_sample(args) -> int:
     import torch
 
     from scoresde import data as D
-    from scoresde._training import (
-        build_sde,
-        describe_sampler,
-        draw_samples,
-        sampler_evaluations,
-        save_image_grid,
-        scatter_png,
-    )
+    from scoresde.builders import build_sde, describe_sampler, draw_samples, sampler_evaluations
+    from scoresde.images import save_image_grid, scatter_png
 
     cfg, model, data, device = _from_checkpoint(args)
     if model is None:
@@ -224,7 +218,7 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_likelihood(args) -> int:
-    from scoresde._training import baseline, build_sde, evaluate
+    from scoresde.builders import baseline, build_sde, evaluate
 
     cfg, model, data, device = _from_checkpoint(args)
     if model is None:

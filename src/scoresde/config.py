@@ -423,7 +423,7 @@ def _check_model(m: ModelConfig, problems: list) -> None:
 
 
 def _check_sde(c: SDEConfig, problems: list) -> None:
-    from scoresde._training import build_sde
+    from scoresde.builders import build_sde
 
     try:
         build_sde(c)
@@ -494,7 +494,7 @@ def _check_device(name: str, problems: list) -> None:
 
 def _check_sampling(c: SamplingConfig, problems: list) -> None:
     from scoresde._ode import METHODS
-    from scoresde._training import SAMPLERS
+    from scoresde.builders import SAMPLERS
     from scoresde.sampling import CORRECTORS, PREDICTORS
     from scoresde.sampling.fast import GRIDS
 

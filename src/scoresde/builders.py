@@ -1,39 +1,42 @@
-"""The pieces :mod:`scoresde.train` composes: config → objects, deterministic batches, sampling and evaluation.
+"""From a config to objects: the SDE, the score model, the loss, the sampler and the evaluation a run uses.
 
-Builders translate one config section into plain keyword calls; nothing below them sees a whole config.
+Each builder reads one config section and makes plain keyword calls into the library; nothing below them
+sees a whole config. The SDE comes from the one name → SDE table, :data:`scoresde.sde.SDES`; the samplers
+from :data:`SAMPLERS`; test-set bits/dim from the public :func:`scoresde.evaluate_nll`.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-import os
 
 import torch
 from torch import Tensor, nn
 
 from scoresde import config as C
 from scoresde import data as D
+from scoresde import evaluate_nll, log_likelihood, losses  # the public names (they survive a move of their modules)
 from scoresde import sampling as S
-from scoresde._checks import batch_dim
 from scoresde._ode import FIXED
+from scoresde.datastream import make_generator
+from scoresde.nn.presets import build_network
+from scoresde.score import ScoreModel
+from scoresde.sde import SDES
 
-_MASK = (1 << 63) - 1
+__all__ = ["build_sde", "build_model", "build_loss", "SAMPLERS", "draw_samples", "sampler_evaluations",
+           "describe_sampler", "evaluate", "baseline"]
 
 
-# --------------------------------------------------------------------------------------------- builders
+# --------------------------------------------------------------------------------------------- SDE, model, loss
 def build_sde(cfg: C.SDEConfig):
-    """The SDE named by ``cfg`` (vp | subvp | ve)."""
-    from scoresde.sde import VESDE, VPSDE, SubVPSDE
-
-    table = {
-        "vp": lambda: VPSDE(cfg.beta_min, cfg.beta_max),
-        "subvp": lambda: SubVPSDE(cfg.beta_min, cfg.beta_max),
-        "ve": lambda: VESDE(cfg.sigma_min, cfg.sigma_max),
-    }
-    if cfg.name not in table:
-        raise C.ConfigError(f"unknown sde.name {cfg.name!r}; choose one of {sorted(table)}")
-    return table[cfg.name]()
+    """The SDE named by ``cfg.name`` in :data:`scoresde.sde.SDES`, given the fields of ``cfg`` its constructor
+    takes (vp / subvp: beta_min, beta_max; ve: sigma_min, sigma_max)."""
+    if cfg.name not in SDES:
+        raise C.ConfigError(f"unknown sde.name {cfg.name!r}; choose one of {sorted(SDES)}")
+    cls = SDES[cfg.name]
+    params = {k: getattr(cfg, k) for k in inspect.signature(cls).parameters if hasattr(cfg, k)}
+    return cls(**params)
 
 
 def build_model(cfg: C.ModelConfig, sde, data_shape: tuple) -> nn.Module:
@@ -41,9 +44,6 @@ def build_model(cfg: C.ModelConfig, sde, data_shape: tuple) -> nn.Module:
 
     The MLP preset gets ``dim`` from the data shape unless the options name it.
     """
-    from scoresde.nn.presets import build_network
-    from scoresde.score import ScoreModel
-
     options = dict(cfg.options)
     if cfg.network == "mlp":
         options.setdefault("dim", int(torch.Size(data_shape).numel()))
@@ -57,8 +57,6 @@ def build_model(cfg: C.ModelConfig, sde, data_shape: tuple) -> nn.Module:
 
 def build_loss(cfg: C.LossConfig):
     """``loss_fn(score_fn, sde, x0, generator) -> (B,)`` for the loss named by ``cfg``."""
-    from scoresde import losses
-
     table = {
         "dsm": functools.partial(losses.dsm_loss, weighting=cfg.weighting,
                                  importance_sampling=cfg.importance_sampling, eps=cfg.eps),
@@ -76,55 +74,7 @@ def build_loss(cfg: C.LossConfig):
     return loss_fn
 
 
-# --------------------------------------------------------------------------------------------- batches
-def make_generator(seed: int, step: int, chunk: int, *, device="cpu", stream: int = 0) -> torch.Generator:
-    """A generator seeded from (seed, step, chunk, stream) by a fixed integer hash (SplitMix64 finaliser)."""
-    z = (seed * 0x9E3779B97F4A7C15 + (step + 3) * 0xBF58476D1CE4E5B9 + chunk * 0x94D049BB133111EB + stream) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return torch.Generator(device=device).manual_seed(z ^ (z >> 31))
-
-
-@functools.lru_cache(maxsize=4)
-def _epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
-    return torch.randperm(n, generator=make_generator(seed, epoch, 0, stream=2))
-
-
-def batch_rows(source, step: int, chunk: int, micro: int, chunks: int, seed: int) -> Tensor:
-    """Rows of chunk ``chunk`` (of ``chunks`` per step) of step ``step``: positions
-    ``[(step·chunks + chunk)·micro, +micro)`` of the concatenation of per-epoch permutations.
-
-    A position only depends on the global row index, so the split of a step's batch into processes and
-    micro-batches does not change which rows it sees. ``source``: a tensor ``(N, ...)`` or a Dataset of (x, label).
-    """
-    n = len(source)
-    if n == 0:
-        raise ValueError("the training data set is empty")
-    start = (step * chunks + chunk) * micro
-    positions = torch.arange(start, start + micro)
-    epochs, offsets = positions // n, positions % n
-    index = torch.stack([_epoch_permutation(n, seed, int(e))[o] for e, o in zip(epochs, offsets, strict=True)])
-    if isinstance(source, Tensor):
-        return source[index]
-    return torch.stack([source[int(i)][0] for i in index])
-
-
-def prepare_batch(rows: Tensor, cfg: C.DataConfig, levels: int | None, generator: torch.Generator) -> Tensor:
-    """Unit-space rows → model space: dequantise (discrete data), flip (images), scale to [−1, 1] if centred.
-
-    Continuous (toy) data are used as they are.
-    """
-    x = rows.float()
-    if levels is None:
-        return x
-    if cfg.dequantize:
-        x = D.dequantize(x, levels, generator=generator)
-    if cfg.random_flip and x.ndim == 4:
-        x = D.random_flip(x, generator=generator)
-    return D.get_scaler(cfg.centered)(x)
-
-
-# --------------------------------------------------------------------------------------------- sampling
+# --------------------------------------------------------------------------------------------- samplers
 def _pc(score_fn, sde, shape, cfg, **common):
     return S.sample_pc(score_fn, sde, shape, steps=cfg.steps, predictor=cfg.predictor, corrector=cfg.corrector,
                        snr=cfg.snr, corrector_steps=cfg.corrector_steps, **common)
@@ -218,7 +168,7 @@ class _TimeBar:
     """An ODE callback drawing how far the integration has come from T down to eps."""
 
     def __init__(self, sde, eps: float):
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # a core dependency; imported on use like the samplers' bars
 
         self.T, self.eps = float(sde.T), float(eps)
         self.bar = tqdm(total=1000, desc="probability-flow ODE", leave=False,
@@ -235,84 +185,35 @@ class _TimeBar:
         self.bar.close()
 
 
-def save_samples(model: nn.Module, sde, cfg: C.Config, data, step: int, device) -> str:
-    """Sample ``cfg.sampling.num_samples`` points with the EMA model; save an image grid or a 2-D scatter."""
-    n = cfg.sampling.num_samples
-    gen = make_generator(cfg.training.seed, step, 0, device=device, stream=3)
-    x = draw_samples(model, sde, cfg.sampling, (n, *data.shape), generator=gen, device=device).x.cpu()
-    stem = os.path.join(cfg.training.workdir, f"samples_{step:09d}")
-    if data.levels is None:
-        torch.save(x, stem + ".pt")
-        return scatter_png(x, stem + ".png") or stem + ".pt"
-    return save_image_grid(D.get_inverse_scaler(cfg.data.centered)(x), stem + ".png")
-
-
-#: Images smaller than this many pixels a side are enlarged (nearest neighbour) in saved grids.
-MIN_SIDE = 32
-
-
-def save_image_grid(images: Tensor, path: str) -> str:
-    """Save images ``(B, C, H, W)`` in [0, 1] as one square grid, enlarged by an integer factor (nearest
-    neighbour) until each image is at least :data:`MIN_SIDE` pixels a side, so that 8×8 digits are readable.
-    The drawing is the demo's (:func:`scoresde.demo.save_side_by_side` with one panel)."""
-    from scoresde.demo import save_side_by_side
-
-    upscale = max(1, math.ceil(MIN_SIDE / min(images.shape[-2:])))
-    return save_side_by_side([images.clamp(0, 1)], path, upscale=upscale)
-
-
-def scatter_png(x: Tensor, path: str) -> str | None:
-    """Scatter plot of 2-D points (needs matplotlib, the ``plot`` extra); None without it."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.scatter(x[:, 0], x[:, 1], s=2)
-    ax.set_aspect("equal")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # --------------------------------------------------------------------------------------------- evaluation
 def evaluate(model: nn.Module, sde, cfg: C.Config, data, device, *, progress: bool = False) -> dict:
-    """Test-set log-likelihood via the probability-flow ODE: bits/dim for discrete data, NLL (nats) otherwise.
+    """Test-set likelihood of ``data.test`` through the probability-flow ODE, with ``cfg.eval``'s solver settings.
 
-    Returns the mean (``test_bpd`` or ``test_nll``), its standard error over the test points (``*_se``: the
-    sample standard deviation / sqrt(n); it includes the trace estimator's noise) and ``n``.
+    Discrete data (``data.levels`` L): bits/dim by :func:`scoresde.evaluate_nll` with one repeat (uniform
+    dequantisation u = (k + U)/L, model space y = a·u + b from ``cfg.data.centered``), key ``test_bpd``.
+    Continuous data: the NLL in nats by :func:`scoresde.log_likelihood`, key ``test_nll``. Also returns the
+    standard error over the test points (``*_se``: sample std / sqrt(n); it includes the trace estimator's
+    noise) and ``n``. The same dequantisation noise and probes are drawn at every evaluation of a run.
     """
-    from tqdm.auto import tqdm
-
-    from scoresde.likelihood import log_likelihood
-
     ec = cfg.eval
     test = data.test if ec.num_samples == 0 else data.test[: ec.num_samples]
-    # the same dequantisation noise and probes at every evaluation
-    gen = make_generator(cfg.training.seed, 0, 0, stream=4)
-    probe_gen = make_generator(cfg.training.seed, 0, 0, device=device, stream=5)
-    logps = []
-    with tqdm(total=test.shape[0], desc="likelihood", unit="pt", disable=not progress, leave=False) as bar:
-        for start in range(0, test.shape[0], ec.batch_size):
-            x = test[start:start + ec.batch_size].float()
-            if data.levels is not None:
-                x = D.get_scaler(cfg.data.centered)(D.dequantize(x, data.levels, generator=gen))
-            res = log_likelihood(model, sde, x.to(device), divergence=ec.divergence, probes=ec.probes, eps=ec.eps,
-                                 rtol=ec.rtol, atol=ec.atol, generator=probe_gen)
-            logps.append(res.logp.detach().double().cpu())
-            bar.update(x.shape[0])
-    logp = torch.cat(logps)
+    gen = make_generator(cfg.training.seed, 0, 0, device=device, stream=5)
+    solver = dict(divergence=ec.divergence, probes=ec.probes, eps=ec.eps, rtol=ec.rtol, atol=ec.atol, generator=gen)
     if data.levels is None:
-        name, values = "test_nll", -logp
-    else:
-        scale = 2.0 if cfg.data.centered else 1.0
-        name, values = "test_bpd", D.discrete_bits_per_dim(logp, batch_dim(test), levels=data.levels, scale=scale)
-    n = values.shape[0]
-    se = float(values.std() / math.sqrt(n)) if n > 1 else math.nan
-    return {name: float(values.mean()), f"{name}_se": se, "n": n}
+        values = torch.cat([-log_likelihood(model, sde, x.float().to(device), **solver).logp.detach().double().cpu()
+                            for x in torch.split(test, ec.batch_size)])
+        n = values.shape[0]
+        se = float(values.std() / math.sqrt(n)) if n > 1 else math.nan
+        return {"test_nll": float(values.mean()), "test_nll_se": se, "n": n}
+    scale, shift = (2.0, -1.0) if cfg.data.centered else (1.0, 0.0)
+    res = evaluate_nll(model, sde, torch.split(_levels(test, data.levels), ec.batch_size), levels=data.levels,
+                       scale=scale, shift=shift, repeats=1, device=device, progress=progress, **solver)
+    return {"test_bpd": res.bpd, "test_bpd_se": res.bpd_stderr, "n": res.num_samples}
+
+
+def _levels(rows: Tensor, levels: int) -> Tensor:
+    """Unit-space rows of discrete data → integer levels k = ⌊u·L⌋ (as :func:`scoresde.data.dequantize` reads them)."""
+    return torch.floor(rows.double() * levels).clamp(0, levels - 1).long()
 
 
 def baseline(cfg: C.Config, data) -> tuple[str, float] | None:
