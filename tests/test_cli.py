@@ -107,7 +107,7 @@ def test_help_imports_nothing_heavy():
         import sys
         from scoresde.cli import build_parser, main
         build_parser()
-        for cmd in ("train", "sample", "likelihood", "show-config", "demo"):
+        for cmd in ("train", "sample", "likelihood", "plot", "show-config", "demo"):
             try:
                 main([cmd, "--help"])
             except SystemExit:

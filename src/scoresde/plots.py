@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import os
 
-from scoresde.rundir import METRICS_NAME, read_metrics
+from scoresde.rundir import METRICS_NAME, MetricsError, read_metrics
 
-__all__ = ["plot_metrics", "PLOT_NAME", "INSTALL_HINT"]
+__all__ = ["plot_metrics", "read_curves", "PLOT_NAME", "INSTALL_HINT"]
 
 #: File name of the plot written into a run directory.
 PLOT_NAME = "metrics.png"
@@ -36,7 +36,8 @@ def plot_metrics(workdir_or_file: str, out: str | None = None) -> str:
         workdir_or_file: a run directory (its ``metrics.jsonl`` is read) or a ``metrics.jsonl`` file.
         out: the PNG to write (default: ``metrics.png`` next to the metrics file).
 
-    Raises ``FileNotFoundError`` when there is no metrics file, ``ValueError`` when it holds no loss row and
+    Raises ``FileNotFoundError`` when there is no metrics file, :class:`~scoresde.rundir.MetricsError` (a
+    ``ValueError``) when it holds no loss row or cannot be read, and
     ``ImportError`` (naming ``pip install 'scoresde[plot]'``) without matplotlib. Steps where a resumed run
     changed its configuration (``config_change`` rows) are marked by dotted vertical lines.
     """
@@ -44,20 +45,14 @@ def plot_metrics(workdir_or_file: str, out: str | None = None) -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no metrics file at {path!r} (a run directory written by scoresde train holds "
                                 f"{METRICS_NAME})")
-    rows = read_metrics(path)
-    losses = [(r["step"], r["loss"]) for r in rows if _finite(r.get("loss"))]
-    if not losses:
-        raise ValueError(f"{path} holds no loss rows to plot ({len(rows)} rows)")
-    key = "test_bpd" if any("test_bpd" in r for r in rows) else "test_nll"
-    evals = [(r["step"], r[key], r.get(f"{key}_se")) for r in rows if _finite(r.get(key))]
-    changes = [r["step"] for r in rows if "config_change" in r]
+    losses, key, evals, changes = read_curves(path)
     out = out or os.path.join(os.path.dirname(os.path.abspath(path)), PLOT_NAME)
 
     fig = _figure_class()(figsize=(10 if evals else 5, 3.4))
     axes = fig.subplots(1, 2 if evals else 1, squeeze=False)[0]
     ax = axes[0]
     ax.plot([s for s, _ in losses], [v for _, v in losses], lw=1)
-    ax.set(xlabel="step", ylabel="training loss (mean over the logging window)", title="loss")
+    ax.set(xlabel="step", ylabel="training loss (window mean)", title="loss")
     if all(v > 0 for _, v in losses):
         ax.set_yscale("log")
     if evals:
@@ -73,6 +68,20 @@ def plot_metrics(workdir_or_file: str, out: str | None = None) -> str:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     return out
+
+
+def read_curves(path: str) -> tuple[list, str, list, list]:
+    """``(losses, key, evals, changes)`` of a ``metrics.jsonl``: ``losses`` the (step, loss) pairs; ``key``
+    "test_bpd" (discrete data) or "test_nll"; ``evals`` the (step, value, standard error or None) triples;
+    ``changes`` the steps of ``config_change`` rows. Rows whose value is not a finite number are left out."""
+    rows = read_metrics(path)
+    losses = [(r["step"], r["loss"]) for r in rows if _finite(r.get("loss"))]
+    if not losses:
+        raise MetricsError(f"{path} holds no loss rows to plot ({len(rows)} rows)")
+    key = "test_bpd" if any("test_bpd" in r for r in rows) else "test_nll"
+    evals = [(r["step"], r[key], r.get(f"{key}_se")) for r in rows if _finite(r.get(key))]
+    changes = [r["step"] for r in rows if "config_change" in r]
+    return losses, key, evals, changes
 
 
 def _finite(value) -> bool:
