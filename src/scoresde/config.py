@@ -423,11 +423,19 @@ def _check_model(m: ModelConfig, problems: list) -> None:
 
 
 def _check_sde(c: SDEConfig, problems: list) -> None:
-    from scoresde.builders import build_sde
+    """The name against the one name → SDE table, the values by the SDE's own constructor checks (building it
+    as :func:`scoresde.builders.build_sde` does; the config does not call up into the builders)."""
+    import inspect
 
+    from scoresde.sde import SDES
+
+    if c.name not in SDES:
+        problems.append(f"unknown sde.name {c.name!r}; choose one of {sorted(SDES)}")
+        return
+    cls = SDES[c.name]
     try:
-        build_sde(c)
-    except (ConfigError, ValueError, TypeError) as err:
+        cls(**{k: getattr(c, k) for k in inspect.signature(cls).parameters if hasattr(c, k)})
+    except (ValueError, TypeError) as err:
         problems.append(f"sde (name {c.name!r}): {err}")
 
 
