@@ -223,7 +223,8 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_likelihood(args) -> int:
-    from scoresde.builders import baseline, build_sde, evaluate
+    from scoresde.builders import build_sde
+    from scoresde.evaluation import baseline, evaluate
 
     cfg, model, data, device = _from_checkpoint(args)
     if model is None:

@@ -55,8 +55,9 @@ def demo_config(*, quick: bool = False, steps: int | None = None) -> C.Config:
 def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False,
              max_seconds: float | None = DEMO_TRAIN_SECONDS, say=print) -> dict:
     """Run the demo described in the module docstring; returns its figures (bpd, baseline, timings, paths)."""
-    from scoresde.builders import build_sde, draw_samples, evaluate
+    from scoresde.builders import build_sde, draw_samples
     from scoresde.datastream import load_data
+    from scoresde.evaluation import evaluate
     from scoresde.images import save_image_grid
     from scoresde.train import train
 

@@ -38,9 +38,10 @@ from torch import Tensor, nn
 from scoresde import checkpoint as ckpt
 from scoresde import config as C
 from scoresde import rundir
-from scoresde.builders import build_loss, build_model, build_sde, evaluate
+from scoresde.builders import build_loss, build_model, build_sde
 from scoresde.datastream import DataSource, load_data, make_generator, training_batch
 from scoresde.ema import EMA
+from scoresde.evaluation import evaluate
 from scoresde.images import save_samples
 from scoresde.plots import INSTALL_HINT, PLOT_NAME, plot_metrics
 
