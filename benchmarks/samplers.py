@@ -6,6 +6,7 @@ mode-weight total variation. Overhead: wall time per step spent outside the scor
 
     python benchmarks/samplers.py --quick            # a few minutes on 2 CPU cores
     python benchmarks/samplers.py --out results/ --samples 10000
+    python benchmarks/samplers.py --quick --png-dir docs/img      # also docs/img/bench_samplers.png
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and samples (default: off)")
     parser.add_argument("--samples", type=int, default=None, help="samples per run (default 10000; 2000 quick)")
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 64], help="data dimensions (default: 2 64)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="output folder")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                        help="output folder (default: %(default)s)")
+    parser.add_argument("--png-dir", type=Path, default=None,
+                        help="also write the figure as PNG_DIR/bench_samplers.png, e.g. docs/img (default: none)")
     args = parser.parse_args(argv)
     if args.samples is None:
         args.samples = 2000 if args.quick else 10_000
@@ -139,6 +143,10 @@ def main(argv=None) -> None:
     (args.out / "samplers.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     plot(rows, args.out / "samplers.png")
     print(f"wrote {args.out / 'samplers.json'} and {args.out / 'samplers.png'}")
+    if args.png_dir is not None:
+        args.png_dir.mkdir(parents=True, exist_ok=True)
+        plot(rows, args.png_dir / "bench_samplers.png")
+        print(f"wrote {args.png_dir / 'bench_samplers.png'}")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def test_help_imports_nothing_heavy():
         import sys
         from scoresde.cli import build_parser, main
         build_parser()
-        for cmd in ("train", "sample", "likelihood", "show-config", "demo"):
+        for cmd in ("train", "sample", "likelihood", "plot", "show-config", "demo"):
             try:
                 main([cmd, "--help"])
             except SystemExit:
@@ -139,7 +139,7 @@ def test_sample_reaches_every_sampler_and_says_what_it_does(run, tmp_path, capsy
                  "--set", "sampling.levels=2", "--set", "sampling.num_samples=6", "--set", "sampling.rtol=1e-3",
                  "--set", "sampling.atol=1e-3", "--out", out]) == 0
     text = capsys.readouterr().out
-    from scoresde._training import describe_sampler, sampler_evaluations
+    from scoresde.builders import describe_sampler, sampler_evaluations
 
     sc = C.apply_overrides(C.preset("toy2d"), [f"sampling.method={method}", "sampling.steps=25", "sampling.levels=2",
                                                "sampling.num_samples=6", "sampling.rtol=1e-3",
@@ -234,7 +234,7 @@ def test_image_grids_are_enlarged(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from scoresde._training import save_image_grid
+    from scoresde.images import save_image_grid
 
     def read_image(path):
         return torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1)

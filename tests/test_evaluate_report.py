@@ -6,8 +6,9 @@ import pytest
 
 from scoresde import config as C
 from scoresde import data as D
-from scoresde._training import baseline, build_sde, evaluate
-from scoresde.train import load_data
+from scoresde.builders import build_sde
+from scoresde.datastream import load_data
+from scoresde.evaluation import baseline, evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

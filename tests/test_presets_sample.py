@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from scoresde import config as C
-from scoresde._training import SAMPLERS, build_sde, draw_samples, sampler_evaluations
 from scoresde.analytic import GaussianMixture
+from scoresde.builders import SAMPLERS, build_sde, draw_samples, sampler_evaluations
 from scoresde.sampling import (
     sample_ancestral,
     sample_annealed_langevin,

@@ -255,7 +255,7 @@ def test_export_of_a_user_sde_run_reads_back_with_the_sde(tmp_path):
 def test_the_config_path_is_the_user_path_with_the_config_objects(tmp_path, preset):
     """``train(cfg)`` builds its objects from the config and runs the loop that ``train(cfg, sde=, data=)``
     runs: handing it the very objects the config describes gives the same losses, bit for bit."""
-    from scoresde._training import build_sde
+    from scoresde.builders import build_sde
     from scoresde.train import load_data
 
     if preset == "digits":

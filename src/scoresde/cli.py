@@ -1,4 +1,4 @@
-"""The ``scoresde`` command: train, sample, likelihood, show-config, demo.
+"""The ``scoresde`` command: train, sample, likelihood, plot, show-config, demo.
 
 A thin layer: it resolves a :class:`~scoresde.config.Config` (preset → TOML file → ``--set`` overrides),
 checks it whole (:func:`scoresde.config.validate`), prints it with ``--dry-run``, and calls
@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         _add_no_progress(p)
         _add_threads(p, argparse.SUPPRESS)
 
+    p = sub.add_parser("plot", help="draw the loss and test bits/dim curves of a run from its metrics.jsonl "
+                                    "(needs matplotlib: pip install 'scoresde[plot]')")
+    p.add_argument("--workdir", required=True, help="run directory holding metrics.jsonl (required)")
+    p.add_argument("--out", default=None, help="PNG file to write (default: WORKDIR/metrics.png)")
+
     p = sub.add_parser("show-config", help="print a resolved config as TOML")
     _add_config_args(p)
 
@@ -154,8 +159,8 @@ def _from_checkpoint(args):
 
     import torch
 
-    from scoresde._training import build_model, build_sde
-    from scoresde.train import load_data
+    from scoresde.builders import build_model, build_sde
+    from scoresde.datastream import load_data
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load_data(cfg.data, cfg.training.seed)
@@ -188,14 +193,8 @@ def _cmd_sample(args) -> int:
     import torch
 
     from scoresde import data as D
-    from scoresde._training import (
-        build_sde,
-        describe_sampler,
-        draw_samples,
-        sampler_evaluations,
-        save_image_grid,
-        scatter_png,
-    )
+    from scoresde.builders import build_sde, describe_sampler, draw_samples, sampler_evaluations
+    from scoresde.images import save_image_grid, scatter_png
 
     cfg, model, data, device = _from_checkpoint(args)
     if model is None:
@@ -224,7 +223,8 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_likelihood(args) -> int:
-    from scoresde._training import baseline, build_sde, evaluate
+    from scoresde.builders import build_sde
+    from scoresde.evaluation import baseline, evaluate
 
     cfg, model, data, device = _from_checkpoint(args)
     if model is None:
@@ -283,6 +283,28 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_plot(args) -> int:
+    from scoresde.plots import plot_metrics  # imports neither torch nor matplotlib until it draws
+
+    if args.out is not None:
+        _check_png(args.out)
+    try:
+        path = plot_metrics(args.workdir, args.out)
+    except ImportError as err:  # the optional extra is missing: one line naming the install command
+        print(f"scoresde plot: error: {err}", file=sys.stderr)
+        return 2
+    _say(f"loss and test metric curves written to {path}")
+    return 0
+
+
+def _check_png(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--out {path!r}: the directory {folder!r} does not exist; create it first")
+    if not path.lower().endswith(".png"):
+        raise C.ConfigError(f"--out {path!r}: the plot is a PNG image; use a file ending in .png")
+
+
 def _cmd_show_config(args) -> int:
     print(C.to_toml(C.validate(resolve_config(args))))
     return 0
@@ -292,6 +314,7 @@ _COMMANDS = {
     "train": _cmd_train,
     "sample": _cmd_sample,
     "likelihood": _cmd_likelihood,
+    "plot": _cmd_plot,
     "show-config": _cmd_show_config,
     "demo": _cmd_demo,
 }

@@ -423,11 +423,19 @@ def _check_model(m: ModelConfig, problems: list) -> None:
 
 
 def _check_sde(c: SDEConfig, problems: list) -> None:
-    from scoresde._training import build_sde
+    """The name against the one name → SDE table, the values by the SDE's own constructor checks (building it
+    as :func:`scoresde.builders.build_sde` does; the config does not call up into the builders)."""
+    import inspect
 
+    from scoresde.sde import SDES
+
+    if c.name not in SDES:
+        problems.append(f"unknown sde.name {c.name!r}; choose one of {sorted(SDES)}")
+        return
+    cls = SDES[c.name]
     try:
-        build_sde(c)
-    except (ConfigError, ValueError, TypeError) as err:
+        cls(**{k: getattr(c, k) for k in inspect.signature(cls).parameters if hasattr(c, k)})
+    except (ValueError, TypeError) as err:
         problems.append(f"sde (name {c.name!r}): {err}")
 
 
@@ -494,7 +502,7 @@ def _check_device(name: str, problems: list) -> None:
 
 def _check_sampling(c: SamplingConfig, problems: list) -> None:
     from scoresde._ode import METHODS
-    from scoresde._training import SAMPLERS
+    from scoresde.builders import SAMPLERS
     from scoresde.sampling import CORRECTORS, PREDICTORS
     from scoresde.sampling.fast import GRIDS
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 
@@ -56,8 +55,11 @@ def demo_config(*, quick: bool = False, steps: int | None = None) -> C.Config:
 def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False,
              max_seconds: float | None = DEMO_TRAIN_SECONDS, say=print) -> dict:
     """Run the demo described in the module docstring; returns its figures (bpd, baseline, timings, paths)."""
-    from scoresde._training import build_sde, draw_samples, evaluate
-    from scoresde.train import load_data, train
+    from scoresde.builders import build_sde, draw_samples
+    from scoresde.datastream import load_data
+    from scoresde.evaluation import evaluate
+    from scoresde.images import save_image_grid
+    from scoresde.train import train
 
     start = time.monotonic()
     os.makedirs(outdir, exist_ok=True)
@@ -81,7 +83,7 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False,
     real = D.load_digits("test")[:n]
     to_unit = D.get_inverse_scaler(cfg.data.centered)
     panels = [to_unit(pc.x.cpu()), to_unit(ode.x.cpu()), real]
-    grid_path = save_side_by_side(panels, os.path.join(outdir, "samples.png"))
+    grid_path = save_image_grid(panels, os.path.join(outdir, "samples.png"))
     t_sample = time.monotonic() - start - t_train
 
     data = load_data(cfg.data, cfg.training.seed)
@@ -109,24 +111,6 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False,
 
 def _gen(device, seed: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
-
-
-def save_side_by_side(panels: list, path: str, *, upscale: int = 4) -> str:
-    """Save image batches in [0, 1] as square grids next to each other, separated by a white gap."""
-    from torchvision.utils import make_grid, save_image
-
-    grids = []
-    for images in panels:
-        images = images.clamp(0, 1).float()
-        images = torch.nn.functional.interpolate(images, scale_factor=upscale, mode="nearest")
-        grids.append(make_grid(images, nrow=max(int(math.sqrt(images.shape[0])), 1), padding=2, pad_value=0.5))
-    height = max(g.shape[1] for g in grids)
-    gap = torch.ones(grids[0].shape[0], height, 4 * upscale)
-    row = []
-    for g in grids:
-        row += [torch.nn.functional.pad(g, (0, 0, 0, height - g.shape[1]), value=1.0), gap]
-    save_image(torch.cat(row[:-1], dim=2), path)
-    return path
 
 
 def plot_losses(metrics_path: str, path: str) -> str | None:

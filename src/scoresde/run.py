@@ -29,7 +29,7 @@ from torch import nn
 from scoresde import checkpoint as ckpt
 from scoresde import config as C
 from scoresde._checks import check_choice
-from scoresde._training import build_model, build_sde
+from scoresde.builders import build_model, build_sde
 from scoresde.nn.presets import PRESETS
 from scoresde.score import ScoreModel, sde_from_config
 from scoresde.sde import SDE

@@ -205,7 +205,7 @@ def sde_config(sde) -> dict:
 
 def sde_from_config(config: dict):
     """Rebuild a built-in SDE (``VESDE``, ``VPSDE``, ``SubVPSDE``) from :func:`sde_config`'s dict."""
-    known = {name: getattr(sde_lib, name) for name in ("VESDE", "VPSDE", "SubVPSDE")}
+    known = {cls.__name__: cls for cls in sde_lib.SDES.values()}
     name = config.get("class")
     if name not in known:
         raise ValueError(f"unknown SDE class {name!r}; built-in ones are {sorted(known)} "

@@ -36,7 +36,7 @@ from scoresde._checks import (
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "LinearSDE", "ReverseSDE", "ScoreFn"]
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "LinearSDE", "ReverseSDE", "ScoreFn", "SDES"]
 
 
 class SDE:
@@ -423,3 +423,9 @@ class LinearSDE(SDE):
     @property
     def prior_std(self):
         return self._prior_std if self._prior_std is not None else super().prior_std
+
+
+#: The built-in SDEs by their config name (``sde.name``); the one name → SDE table of the library. A config's
+#: SDE is built from it by :func:`scoresde.builders.build_sde`, a serialised one (class name) read back by
+#: :func:`scoresde.score.sde_from_config`.
+SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}

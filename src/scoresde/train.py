@@ -47,19 +47,13 @@ from torch.utils.data import Dataset
 
 from scoresde import checkpoint as ckpt
 from scoresde import config as C
-from scoresde import data as D
 from scoresde import rundir
-from scoresde._training import (
-    batch_rows,
-    build_loss,
-    build_model,
-    build_sde,
-    evaluate,
-    make_generator,
-    prepare_batch,
-    save_samples,
-)
+from scoresde.builders import build_loss, build_model, build_sde
+from scoresde.datastream import DataSource, load_data, make_generator, training_batch
 from scoresde.ema import EMA
+from scoresde.evaluation import evaluate
+from scoresde.images import save_samples
+from scoresde.plots import INSTALL_HINT, PLOT_NAME, plot_metrics
 from scoresde.score import ScoreModel, sde_config
 from scoresde.sde import SDE
 
@@ -108,45 +102,6 @@ class TrainResult:
     step: int
     losses: list  # (step, mean loss) for every step run in this call
     workdir: str
-
-
-@dataclass
-class DataSource:
-    """Training rows (a tensor ``(N, ...)`` in unit/raw space, or a torch Dataset) and how to read them.
-
-    ``levels`` None: the rows are continuous and used as they are (model space). ``levels`` L: the rows are
-    discrete values in [0, 1] (k/L) that each step dequantises, flips and scales as ``cfg.data`` says.
-    ``train`` may be a tensor or a Dataset whose items are ``(x, label)`` pairs.
-    """
-
-    train: object
-    test: Tensor | None
-    shape: tuple  # shape of one sample
-    levels: int | None  # discrete levels for dequantisation / bits per dim (None: continuous data)
-
-
-def load_data(cfg: C.DataConfig, seed: int, *, test_images: int = 0) -> DataSource:
-    """The training data named by ``cfg`` (toy sets are drawn once from a generator seeded by ``seed``).
-
-    For torchvision sets the test split is loaded only when ``test_images`` > 0 (that many images, in memory).
-    """
-    if cfg.name in D.TOY_DATASETS:
-        n = cfg.toy_size
-        train = D.sample_toy(cfg.name, n, generator=make_generator(seed, -1, 0))
-        test = D.sample_toy(cfg.name, max(n // 10, 1), generator=make_generator(seed, -2, 0))
-        return DataSource(train, test, (2,), None)
-    if cfg.name == "digits":
-        return DataSource(D.load_digits("train"), D.load_digits("test"), (1, 8, 8), D.DIGITS_LEVELS)
-    if cfg.name in D.IMAGE_DATASETS:
-        kw = dict(download=cfg.download, image_size=cfg.image_size or None, center_crop=cfg.center_crop or None)
-        train = D.image_dataset(cfg.name, cfg.root, split="train", **kw)
-        test = None
-        if test_images > 0:
-            test_set = D.image_dataset(cfg.name, cfg.root, split="test", **kw)
-            test = torch.stack([test_set[i][0] for i in range(min(test_images, len(test_set)))])
-        return DataSource(train, test, tuple(train[0][0].shape), 256)
-    raise C.ConfigError(f"unknown data.name {cfg.name!r}; choose a toy set {sorted(D.TOY_DATASETS)}, 'digits' "
-                        f"or an image set {list(D.IMAGE_DATASETS)}")
 
 
 # --------------------------------------------------------------------------------------------- components
@@ -500,9 +455,7 @@ def _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_s
         total = torch.zeros((), device=device, dtype=torch.float64)
         for m in range(tc.grad_accum):
             chunk = rank * tc.grad_accum + m
-            rows = batch_rows(data.train, step, chunk, micro, chunks, tc.seed)
-            x0 = prepare_batch(rows, cfg.data, data.levels, make_generator(tc.seed, step, chunk)).to(device)
-            gen = make_generator(tc.seed, step, chunk, device=device, stream=1)
+            x0, gen = training_batch(data, cfg.data, tc.seed, step, chunk, micro, chunks, device)
             sync = net.no_sync() if world > 1 and m < tc.grad_accum - 1 else contextlib.nullcontext()
             try:
                 with sync, autocast:
@@ -563,7 +516,19 @@ def _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_s
             sys.stdout.flush()
             os._exit(0)  # a hard exit, like a kill: no clean-up, no final checkpoint
     bar.close()
+    if master:
+        _plot(metrics_path, say)
     return TrainResult(raw_model, ema, step, losses, tc.workdir)
+
+
+def _plot(metrics_path: str, say) -> None:
+    """Write the loss / test bits/dim curves next to the metrics (skipped, with one line, without matplotlib)."""
+    try:
+        say(f"curves of loss and test metrics: {plot_metrics(metrics_path)}")
+    except ImportError:
+        say(f"{PLOT_NAME} skipped: matplotlib is not installed ({INSTALL_HINT})")
+    except ValueError as err:  # e.g. no step was run: no loss to draw; training itself went fine
+        say(f"{PLOT_NAME} skipped: {err}")
 
 
 def _checked(net):

@@ -1,0 +1,182 @@
+"""From a config to objects: the SDE, the score model, the loss and the sampler a run uses.
+
+Each builder reads one config section and makes plain keyword calls into the library; nothing below them
+sees a whole config. The SDE comes from the one name → SDE table, :data:`scoresde.sde.SDES`; the samplers
+from :data:`SAMPLERS`. (Test-set evaluation from ``cfg.eval``: :mod:`scoresde.evaluation`.)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+import torch
+from torch import nn
+
+from scoresde import config as C
+from scoresde import losses  # the public names (they survive a move of their modules)
+from scoresde import sampling as S
+from scoresde._ode import FIXED
+from scoresde.nn.presets import build_network
+from scoresde.score import ScoreModel
+from scoresde.sde import SDES
+
+__all__ = ["build_sde", "build_model", "build_loss", "SAMPLERS", "draw_samples", "sampler_evaluations",
+           "describe_sampler"]
+
+
+# --------------------------------------------------------------------------------------------- SDE, model, loss
+def build_sde(cfg: C.SDEConfig):
+    """The SDE named by ``cfg.name`` in :data:`scoresde.sde.SDES`, given the fields of ``cfg`` its constructor
+    takes (vp / subvp: beta_min, beta_max; ve: sigma_min, sigma_max)."""
+    if cfg.name not in SDES:
+        raise C.ConfigError(f"unknown sde.name {cfg.name!r}; choose one of {sorted(SDES)}")
+    cls = SDES[cfg.name]
+    params = {k: getattr(cfg, k) for k in inspect.signature(cls).parameters if hasattr(cfg, k)}
+    return cls(**params)
+
+
+def build_model(cfg: C.ModelConfig, sde, data_shape: tuple) -> nn.Module:
+    """Network preset ``cfg.network`` (with ``cfg.options``) wrapped into a score model ``forward(x, t)``.
+
+    The MLP preset gets ``dim`` from the data shape unless the options name it.
+    """
+    options = dict(cfg.options)
+    if cfg.network == "mlp":
+        options.setdefault("dim", int(torch.Size(data_shape).numel()))
+    try:
+        net = build_network(cfg.network, **options)
+    except ValueError as err:
+        raise C.ConfigError(f"model.network={cfg.network!r}: {err}") from err
+    return ScoreModel(net, sde, parameterization=cfg.parameterization, noise_cond=cfg.noise_cond,
+                      discrete_steps=cfg.discrete_steps or None)
+
+
+def build_loss(cfg: C.LossConfig):
+    """``loss_fn(score_fn, sde, x0, generator) -> (B,)`` for the loss named by ``cfg``."""
+    table = {
+        "dsm": functools.partial(losses.dsm_loss, weighting=cfg.weighting,
+                                 importance_sampling=cfg.importance_sampling, eps=cfg.eps),
+        "ssm": functools.partial(losses.ssm_loss, weighting=cfg.weighting, eps=cfg.eps),
+        "smld": functools.partial(losses.smld_loss, num_scales=cfg.num_scales, eps=cfg.eps),
+        "ddpm": functools.partial(losses.ddpm_loss, num_steps=cfg.num_steps),
+    }
+    if cfg.name not in table:
+        raise C.ConfigError(f"unknown loss.name {cfg.name!r}; choose one of {sorted(table)}")
+    fn = table[cfg.name]
+
+    def loss_fn(score_fn, sde, x0, generator):
+        return fn(score_fn, sde, x0, generator=generator)
+
+    return loss_fn
+
+
+# --------------------------------------------------------------------------------------------- samplers
+def _pc(score_fn, sde, shape, cfg, **common):
+    return S.sample_pc(score_fn, sde, shape, steps=cfg.steps, predictor=cfg.predictor, corrector=cfg.corrector,
+                       snr=cfg.snr, corrector_steps=cfg.corrector_steps, **common)
+
+
+def _euler_maruyama(score_fn, sde, shape, cfg, **common):
+    return S.sample_euler_maruyama(score_fn, sde, shape, steps=cfg.steps, **common)
+
+
+def _ancestral(score_fn, sde, shape, cfg, **common):
+    return S.sample_ancestral(score_fn, sde, shape, steps=cfg.steps, **common)
+
+
+def _annealed_langevin(score_fn, sde, shape, cfg, **common):
+    return S.sample_annealed_langevin(score_fn, sde, shape, levels=cfg.levels, steps=cfg.steps, step_lr=cfg.step_lr,
+                                      **common)
+
+
+def _dpm_solver(score_fn, sde, shape, cfg, **common):
+    return S.sample_dpm_solver(score_fn, sde, shape, steps=cfg.steps, order=cfg.order, grid=cfg.grid, **common)
+
+
+def _ode(score_fn, sde, shape, cfg, *, progress, **common):
+    fixed = cfg.solver in FIXED
+    callback = _TimeBar(sde, cfg.eps) if progress else None
+    try:
+        return S.sample_ode(score_fn, sde, shape, method=cfg.solver, rtol=cfg.rtol, atol=cfg.atol,
+                            steps=cfg.steps if fixed else None, callback=callback, **common)
+    finally:
+        if callback is not None:
+            callback.close()
+
+
+#: ``sampling.method`` → sampler; each reads its own fields of :class:`~scoresde.config.SamplingConfig`.
+SAMPLERS = {
+    "pc": _pc,  # Song et al. 2021, Algorithm 1
+    "euler_maruyama": _euler_maruyama,  # reverse SDE, Song et al. 2021, eq. 6
+    "ancestral": _ancestral,  # DDPM / SMLD ancestral sampling
+    "annealed_langevin": _annealed_langevin,  # NCSN, Song & Ermon 2019, Algorithm 1: L levels × T steps
+    "dpm_solver": _dpm_solver,  # DPM-Solver++ multistep, Lu et al. 2022b
+    "ode": _ode,  # probability-flow ODE, Song et al. 2021, eq. 13
+}
+
+
+def draw_samples(score_fn, sde, cfg: C.SamplingConfig, shape: tuple, *, generator, device, progress: bool = False):
+    """``SampleResult`` of the sampler ``cfg.method`` (one of :data:`SAMPLERS`) with the fields of ``cfg``.
+
+    ``progress`` shows a bar on stderr: steps for the step-based samplers, the time reached for an adaptive ODE.
+    """
+    if cfg.method not in SAMPLERS:
+        raise C.ConfigError(f"unknown sampling.method {cfg.method!r}; choose one of {sorted(SAMPLERS)}")
+    with torch.no_grad():
+        return SAMPLERS[cfg.method](score_fn, sde, shape, cfg, eps=cfg.eps, generator=generator, device=device,
+                                    progress=progress)
+
+
+def sampler_evaluations(cfg: C.SamplingConfig) -> int | None:
+    """Score evaluations the sampler of ``cfg`` makes (None for the ODE: its solver decides)."""
+    m = cfg.method
+    if m == "pc":
+        per_step = (cfg.predictor != "none") + (cfg.corrector != "none") * cfg.corrector_steps
+        return cfg.steps * per_step + 1  # + 1: the final Tweedie denoising step
+    if m in ("euler_maruyama", "ancestral"):
+        return cfg.steps + 1
+    if m == "annealed_langevin":
+        return cfg.levels * cfg.steps  # NCSN returns the last iterate, no denoising step
+    if m == "dpm_solver":
+        return cfg.steps
+    return None
+
+
+def describe_sampler(cfg: C.SamplingConfig) -> str:
+    """One line saying which sampler ``cfg`` runs and how many score evaluations it costs."""
+    m, nfe = cfg.method, sampler_evaluations(cfg)
+    cost = f"{nfe} score evaluations" if nfe is not None else "the solver decides the number of score evaluations"
+    if m == "pc":
+        what = (f"predictor-corrector sampler (predictor {cfg.predictor}, corrector {cfg.corrector}, "
+                f"snr {cfg.snr}), {cfg.steps} steps")
+    elif m in ("euler_maruyama", "ancestral"):
+        what = f"{m.replace('_', '-')} sampler, {cfg.steps} steps"
+    elif m == "annealed_langevin":
+        what = f"annealed Langevin dynamics, {cfg.levels} noise levels × {cfg.steps} steps (step_lr {cfg.step_lr})"
+    elif m == "dpm_solver":
+        what = f"DPM-Solver++ of order {cfg.order}, {cfg.steps} steps on the {cfg.grid} grid"
+    else:
+        what = f"probability-flow ODE ({cfg.solver}, rtol {cfg.rtol}, atol {cfg.atol})"
+    return f"{what}, {cost}"
+
+
+class _TimeBar:
+    """An ODE callback drawing how far the integration has come from T down to eps."""
+
+    def __init__(self, sde, eps: float):
+        from tqdm.auto import tqdm  # a core dependency; imported on use like the samplers' bars
+
+        self.T, self.eps = float(sde.T), float(eps)
+        self.bar = tqdm(total=1000, desc="probability-flow ODE", leave=False,
+                        bar_format="{l_bar}{bar}| {elapsed}{postfix}")
+        self.calls = 0
+
+    def __call__(self, i, t, x, x_mean):
+        self.calls += 1
+        done = int(1000 * (self.T - float(t[0])) / (self.T - self.eps))
+        self.bar.set_postfix(t=f"{float(t[0]):.4f}", nfe=self.calls, refresh=False)
+        self.bar.update(max(0, min(done, 1000) - self.bar.n))
+
+    def close(self):
+        self.bar.close()
