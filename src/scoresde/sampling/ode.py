@@ -63,6 +63,7 @@ def _flow(sde, score: CountedScore, x: Tensor, t0: float, t1: float, *, method, 
     try:
         y, _ = integrate(rhs, x, t0, t1, method=method, rtol=rtol, atol=atol, steps=steps,
                          what=f"{caller}: the probability-flow drift (from score_fn)")
+        bar.update(_BAR_UNITS - bar.n)  # the solve reached t1
     finally:
         bar.close()
     check_finite(y, calls[0] - 1, torch.as_tensor(t1), last=True)
