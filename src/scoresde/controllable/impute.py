@@ -22,6 +22,8 @@ asymptotically exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -38,6 +40,7 @@ from scoresde.sampling._common import (
 from scoresde.sampling.grids import time_grid
 from scoresde.sampling.loops import OLD_CALLBACK, old_callback_args, pc_steps, predictor_corrector
 from scoresde.sampling.result import SampleResult, step_callback
+from scoresde.sde import SDE
 
 __all__ = ["sample_conditional", "inpaint", "colorize", "imputation"]
 
@@ -48,7 +51,8 @@ def _renoised(sde, op: LinearMeasurement, y: Tensor, t: Tensor, generator) -> Te
     return append_dims(alpha, y.ndim) * y + append_dims(std, y.ndim) * op.noise_like(y, generator)
 
 
-def imputation(sde, op: LinearMeasurement, y: Tensor, generator):
+def imputation(sde: SDE, op: LinearMeasurement, y: Tensor, generator: torch.Generator | None
+               ) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
     """The projection hook of :func:`~scoresde.sampling.loops.predictor_corrector` that imputes the
     measurement: ``(x, x_mean, t) -> (x + Aᵀ(y_t − A x), x_mean + Aᵀ(y_t − A x_mean))`` with one fresh
     y_t = α(t) y + σ(t) A z for both."""

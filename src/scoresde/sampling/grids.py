@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from scoresde._checks import check_choice, check_eps, check_int
+from scoresde.sde import SDE
 
 __all__ = ["time_grid", "GRIDS", "EDM_RHO"]
 
@@ -61,8 +62,8 @@ GRIDS = {
 _BUILDERS = {"time_quadratic": _time_quadratic, "logsnr": _logsnr, "edm": _edm}  # float64; uniform: linspace
 
 
-def time_grid(sde, steps: int, eps: float, kind: str = "time_uniform", *, device=None,
-              dtype: torch.dtype = torch.float64) -> Tensor:
+def time_grid(sde: SDE, steps: int, eps: float, kind: str = "time_uniform", *,
+              device: torch.device | str | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
     """``steps + 1`` decreasing times ``(steps + 1,)`` from ``sde.T`` to ``eps`` spaced by ``kind``, one of
     :data:`GRIDS` (see the module docstring for each law), on ``device`` in ``dtype``."""
     check_choice("kind", kind, GRIDS)

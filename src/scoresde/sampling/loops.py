@@ -41,6 +41,7 @@ from scoresde.sampling._common import (
 from scoresde.sampling.grids import time_grid
 from scoresde.sampling.result import SampleResult, SamplerStep, step_callback
 from scoresde.sampling.steps import ANCESTRAL_VARIANCES, CORRECTORS, PREDICTORS, annealed_langevin, no_predictor
+from scoresde.sde import SDE, ScoreFn
 
 __all__ = ["predictor_corrector", "sample_pc", "sample_euler_maruyama", "sample_ancestral",
            "sample_annealed_langevin"]
@@ -53,7 +54,7 @@ def old_callback_args(step: SamplerStep) -> tuple:
     return step.i, step.t, step.x, step.x_mean
 
 
-def predictor_corrector(score_fn, sde, x: Tensor, ts: Tensor, *, predictor: Callable = no_predictor,
+def predictor_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, predictor: Callable = no_predictor,
                         corrector: Callable | None = None, corrector_steps: int = 0,
                         generator: torch.Generator | None = None, project: Callable | None = None,
                         callback: Callable[[SamplerStep], None] | None = None, progress: bool = False,

@@ -76,7 +76,7 @@ def _caller_level() -> int:
     return level
 
 
-def step_callback(callback, legacy: Callable[[SamplerStep], tuple], old_form: str, sampler: str
+def step_callback(callback: Callable | None, legacy: Callable[[SamplerStep], tuple], old_form: str, sampler: str
                   ) -> Callable[[SamplerStep], None] | None:
     """``callback`` as a function of one :class:`SamplerStep` (None stays None).
 
