@@ -77,6 +77,8 @@ def test_projection_hook_runs_after_every_step_and_sets_the_state():
     assert bool((x[:, 0] == 7).all()) and bool((x_mean[:, 0] == 7).all())
     assert [s.i for s in steps] == list(range(5)) and [s.nfe for s in steps] == [1, 2, 3, 4, 5]
     assert all(bool((s.x[:, 0] == 7).all()) for s in steps)
+    with pytest.raises(ValueError, match="corrector_steps=2 needs a corrector step"):
+        predictor_corrector(score, sde, torch.zeros(3, 2), ts, corrector_steps=2)
 
 
 SDE = sd.VPSDE()

@@ -51,6 +51,7 @@ OLD_CALLBACK = "(i, t, x, x_mean)"
 
 
 def old_callback_args(step: SamplerStep) -> tuple:
+    """The arguments ``(i, t, x, x_mean)`` of the old callback form, read from a :class:`SamplerStep`."""
     return step.i, step.t, step.x, step.x_mean
 
 
@@ -74,6 +75,9 @@ def predictor_corrector(score_fn: ScoreFn, sde: SDE, x: Tensor, ts: Tensor, *, p
     so that the caller can read its ``nfe``. The state is checked for NaN/inf after every step (see
     :func:`~scoresde.sampling._common.check_finite`). Returns the final ``(x, x_mean)``.
     """
+    check_int("corrector_steps", corrector_steps, minimum=0)
+    if corrector_steps and corrector is None:
+        raise ValueError(f"corrector_steps={corrector_steps} needs a corrector step; got corrector=None")
     score = score_fn if isinstance(score_fn, CountedScore) else CountedScore(score_fn)
     rsde = sde.reverse(score)
     steps = ts.shape[0] - 1
