@@ -211,8 +211,8 @@ class CountingScore:
 def _stopped_after(steps: int, sample) -> None:
     """Run ``sample(callback)`` until its callback has been called ``steps`` times."""
 
-    def callback(i, *_):
-        if i + 1 >= steps:
+    def callback(step):  # a scoresde.sampling.SamplerStep
+        if step.i + 1 >= steps:
             raise _Budget
 
     try:

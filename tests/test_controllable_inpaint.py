@@ -235,7 +235,7 @@ def test_smc_keeps_float32_images_and_their_known_pixels():
     assert res.nfe == 11
     seen = []
     raw = inpaint_smc(lambda x, t: -x, sd.VPSDE(), x_known, mask, particles=4, steps=10, denoise=False,
-                      generator=seeded(45), callback=lambda i, t, x, log_w: seen.append((i, x.shape, log_w)))
+                      generator=seeded(45), callback=lambda step: seen.append((step.i, step.x.shape, step.extra)))
     assert raw.nfe == 10 and torch.equal(raw.x[mask.bool()], x_known[mask.bool()])
     assert [i for i, _, _ in seen] == list(range(10)) and seen[0][1] == (12, 2, 4, 4)
     assert all(lw.shape == (3, 4) and bool((lw <= 0).all()) and bool((lw.amax(1) == 0).all()) for *_, lw in seen)

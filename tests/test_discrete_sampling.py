@@ -120,8 +120,8 @@ def test_ancestral_sampling_with_exact_score_reproduces_the_mixture():
     kernel = GaussianReverseKernel(chain, exact_eps_net(gm, chain))
     n, seen = 4000, []
     x = sample_chain(kernel, (n, 2), generator=seeded(8), dtype=torch.float64,
-                     callback=lambda i, x, out: seen.append(i))
-    assert seen == list(range(199, -1, -1))
+                     callback=lambda step: seen.append((step.i, int(step.t[0]))))
+    assert seen == list(zip(range(200), range(199, -1, -1), strict=True))  # step i leads to x_{T-1-i}
     # tolerances: 5 SE of a mean (sqrt(var/n) ≤ 0.02), plus the O(1/T) discretisation bias of the chain
     torch.testing.assert_close(x.mean(0), gm.mean(), atol=0.08, rtol=0)
     torch.testing.assert_close(torch.cov(x.T), gm.covariance(), atol=0.1, rtol=0)

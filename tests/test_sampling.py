@@ -92,7 +92,7 @@ def test_callback_sees_every_step_on_the_grid():
     seen = []
     sde = sd.VESDE()
     sample_pc(MIXTURE.score_fn(sde), sde, (8, 2), steps=5, eps=1e-5, generator=torch.Generator().manual_seed(0),
-              callback=lambda i, t, x, x_mean: seen.append((i, float(t[0]), x.shape, x_mean.shape)))
+              callback=lambda step: seen.append((step.i, float(step.t[0]), step.x.shape, step.x_mean.shape)))
     assert [s[0] for s in seen] == list(range(5))
     assert seen[-1][1] == pytest.approx(1e-5) and seen[0][1] == pytest.approx(1 - (1 - 1e-5) / 5)
 

@@ -45,6 +45,8 @@ _LAZY = {
     # controllable generation
     **dict.fromkeys(["sample_conditional", "inpaint", "colorize", "guided_score_fn", "sample_conditional_smc",
                      "inpaint_smc"], "scoresde.controllable"),
+    # progress bars: one switch for all
+    "set_progress": "scoresde.progress",
     # training utilities
     "EMA": "scoresde.ema",
     **dict.fromkeys(["save_checkpoint", "load_checkpoint"], "scoresde.checkpoint"),
@@ -90,6 +92,7 @@ if typing.TYPE_CHECKING:  # static analysers and API-reference generators see th
     from scoresde.interop.official import load_official_checkpoint  # noqa: F401
     from scoresde.likelihood import LikelihoodResult, log_likelihood  # noqa: F401
     from scoresde.losses import WEIGHTINGS, ddpm_loss, dsm_loss, sample_time, smld_loss, ssm_loss  # noqa: F401
+    from scoresde.progress import set_progress  # noqa: F401
     from scoresde.run import Run, export_run, load_run  # noqa: F401
     from scoresde.sampling import (  # noqa: F401
         CORRECTORS,

@@ -22,25 +22,27 @@ asymptotically exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from scoresde._checks import append_dims, check_choice, check_int, check_positive
+from scoresde._checks import append_dims
 from scoresde.controllable.measurement import GreyMeasurement, LinearMeasurement, MaskMeasurement
 from scoresde.sampling._common import (
     CountedScore,
     batch_time,
-    check_callback,
-    check_finite,
+    check_discretization,
+    check_finite_denoised,
     check_sde,
-    progress_bar,
-    time_grid,
     tweedie_denoise,
 )
-from scoresde.sampling.result import SampleResult
-from scoresde.sampling.steps import CORRECTORS, PREDICTORS
+from scoresde.sampling.grids import time_grid
+from scoresde.sampling.loops import OLD_CALLBACK, old_callback_args, pc_steps, predictor_corrector
+from scoresde.sampling.result import SampleResult, step_callback
+from scoresde.sde import SDE
 
-__all__ = ["sample_conditional", "inpaint", "colorize"]
+__all__ = ["sample_conditional", "inpaint", "colorize", "imputation"]
 
 
 def _renoised(sde, op: LinearMeasurement, y: Tensor, t: Tensor, generator) -> Tensor:
@@ -49,9 +51,17 @@ def _renoised(sde, op: LinearMeasurement, y: Tensor, t: Tensor, generator) -> Te
     return append_dims(alpha, y.ndim) * y + append_dims(std, y.ndim) * op.noise_like(y, generator)
 
 
-def _impute(sde, op, y, x, x_mean, t, generator):
-    y_t = _renoised(sde, op, y, t, generator)
-    return op.replace(x, y_t), op.replace(x_mean, y_t)
+def imputation(sde: SDE, op: LinearMeasurement, y: Tensor, generator: torch.Generator | None
+               ) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The projection hook of :func:`~scoresde.sampling.loops.predictor_corrector` that imputes the
+    measurement: ``(x, x_mean, t) -> (x + Aᵀ(y_t − A x), x_mean + Aᵀ(y_t − A x_mean))`` with one fresh
+    y_t = α(t) y + σ(t) A z for both."""
+
+    def project(x: Tensor, x_mean: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        y_t = _renoised(sde, op, y, t, generator)
+        return op.replace(x, y_t), op.replace(x_mean, y_t)
+
+    return project
 
 
 @torch.no_grad()
@@ -70,35 +80,34 @@ def sample_conditional(score_fn, sde, measurement: LinearMeasurement, y: Tensor,
 
     ``measurement`` is a :class:`~scoresde.controllable.measurement.LinearMeasurement`, ``y`` its value for
     each sample (shape ``measurement.y_shape(shape)``); the state has ``shape`` and y's device and dtype.
-    Predictors, correctors, ``snr``, ``steps``, ``eps`` and the time grid are those of
-    :func:`scoresde.sampling.sample_pc`. Score evaluations as there.
+    Predictors, correctors, ``snr``, ``steps``, ``eps``, the time grid and ``callback(step)`` are those of
+    :func:`scoresde.sampling.sample_pc`; this is its loop,
+    :func:`~scoresde.sampling.loops.predictor_corrector`, with :func:`imputation` as the projection hook.
+    Score evaluations as there.
     """
-    predict = PREDICTORS[check_choice("predictor", predictor, PREDICTORS)]
-    correct = CORRECTORS[check_choice("corrector", corrector, CORRECTORS)]
-    snr = check_positive("snr", snr)
-    corrector_steps = check_int("corrector_steps", corrector_steps, minimum=0 if corrector == "none" else 1)
-    sde, callback = check_sde(sde), check_callback(callback)
+    predict, correct, n_correct = pc_steps(predictor, corrector, snr, corrector_steps)
+    sde = check_sde(sde)
+    callback = step_callback(callback, old_callback_args, OLD_CALLBACK, "sample_conditional")
     if not isinstance(measurement, LinearMeasurement):
         raise TypeError(f"measurement must be a LinearMeasurement (e.g. MaskMeasurement), got "
                         f"{type(measurement).__name__}")
     shape = tuple(int(s) for s in shape)
     y = measurement.check(y, shape)
     score = CountedScore(score_fn)
-    rsde = sde.reverse(score)
     x = sde.prior_sample(shape, generator=generator, device=y.device, dtype=y.dtype)
-    grid = time_grid(sde, steps, eps, x)
-    x, x_mean = _impute(sde, measurement, y, x, x, batch_time(grid[0], x), generator)
-    for i in progress_bar(steps, progress, "conditional sampling"):
-        t, t_next = batch_time(grid[i], x), batch_time(grid[i + 1], x)
-        x, x_mean = predict(x, t, t_next, rsde=rsde, generator=generator)
-        x, x_mean = _impute(sde, measurement, y, x, x_mean, t_next, generator)
-        for _ in range(corrector_steps if corrector != "none" else 0):
-            x, x_mean = correct(x, t_next, t, rsde=rsde, generator=generator, snr=snr)
-            x, x_mean = _impute(sde, measurement, y, x, x_mean, t_next, generator)
-        check_finite(x, i, grid[i + 1], last=i == steps - 1)
-        if callback is not None:
-            callback(i, t_next, x, x_mean)
-    out = tweedie_denoise(sde, score, x, batch_time(grid[-1], x)) if denoise else x_mean
+    grid = time_grid(sde, steps, eps, device=x.device, dtype=x.dtype)
+    if predictor == "reverse_diffusion":
+        check_discretization(sde, grid, x)
+    project = imputation(sde, measurement, y, generator)
+    x, _ = project(x, x, batch_time(grid[0], x))
+    x, x_mean = predictor_corrector(score, sde, x, grid, predictor=predict, corrector=correct,
+                                    corrector_steps=n_correct, generator=generator, project=project,
+                                    callback=callback, progress=progress, desc="conditional sampling")
+    if denoise:
+        out = tweedie_denoise(sde, score, x, batch_time(grid[-1], x))
+        check_finite_denoised(out, grid[-1])
+    else:
+        out = x_mean
     return SampleResult(x=measurement.replace(out, y), nfe=score.nfe)
 
 

@@ -34,6 +34,13 @@ imputation can do once the modes have separated — and at t = eps the target is
 conditional as eps → 0. With the exact score and steps → ∞ the selected particle is an exact conditional
 sample as ``particles`` → ∞ (the bias is O(1/particles)). ``particles=1`` is imputation along a consistent
 forward path, with the same bias as the paper's method.
+
+This sampler keeps its own loop rather than running as a front of
+:func:`~scoresde.sampling.loops.predictor_corrector`: its step is not a predictor followed by a projection of
+the state, but a reverse transition whose mean is reweighted against a measurement path drawn in advance,
+with the batch re-indexed by resampling between the mean and the noise — a carried weight state and an
+ancestor gather in the middle of the step, which the loop's ``(x, x_mean) -> (x, x_mean)`` hook cannot express.
+It shares the loop's time grid, NaN check, callback payload and progress bar.
 """
 
 from __future__ import annotations
@@ -43,17 +50,10 @@ from torch import Tensor
 
 from scoresde._checks import append_dims, check_int
 from scoresde.controllable.measurement import LinearMeasurement, MaskMeasurement
-from scoresde.sampling._common import (
-    CountedScore,
-    batch_time,
-    check_callback,
-    check_finite,
-    check_sde,
-    progress_bar,
-    time_grid,
-    tweedie_denoise,
-)
-from scoresde.sampling.result import SampleResult
+from scoresde.progress import progress_bar
+from scoresde.sampling._common import CountedScore, batch_time, check_finite, check_sde, tweedie_denoise
+from scoresde.sampling.grids import time_grid
+from scoresde.sampling.result import SampleResult, SamplerStep, step_callback
 
 __all__ = ["sample_conditional_smc", "inpaint_smc", "effective_sample_size"]
 
@@ -105,14 +105,18 @@ def sample_conditional_smc(score_fn, sde, measurement: LinearMeasurement, y: Ten
     score call evaluates ``shape[0] · particles`` states) and ``ess_threshold``: resample a sample's
     particles when their effective sample size is below ``ess_threshold · particles`` (0: never, 1: every
     step). With ``denoise=False`` the unmeasured part of the output is the last step's mean (before its
-    noise), as in :func:`~scoresde.controllable.sample_conditional`. ``callback(i, t_next, x, log_w)`` sees
-    all particles ``(B · particles, ...)`` (those of sample b are rows b·P … b·P + P − 1) and their
-    log-weights ``(B, P)``. ``nfe`` counts score calls: ``steps`` on the particles, plus one on the
+    noise), as in :func:`~scoresde.controllable.sample_conditional`. ``callback(step)`` receives a
+    :class:`~scoresde.sampling.result.SamplerStep` whose ``x`` and ``x_mean`` hold all particles
+    ``(B · particles, ...)`` (those of sample b are rows b·P … b·P + P − 1), ``t`` their time ``(B · P,)``
+    and ``extra`` their log-weights ``(B, P)`` (the old ``callback(i, t_next, x, log_w)``, with a 0-dim
+    ``t_next``, still works, deprecated). ``nfe`` counts score calls: ``steps`` on the particles, plus one on the
     selected samples if ``denoise``.
     """
     particles = check_int("particles", particles, minimum=1)
     ess_threshold = _check_unit_interval("ess_threshold", ess_threshold)
-    sde, callback = check_sde(sde), check_callback(callback)
+    sde = check_sde(sde)
+    callback = step_callback(callback, lambda s: (s.i, s.t[0], s.x, s.extra), "(i, t_next, x, log_w)",
+                             "sample_conditional_smc")
     if not isinstance(measurement, LinearMeasurement):
         raise TypeError(f"measurement must be a LinearMeasurement (e.g. MaskMeasurement), got "
                         f"{type(measurement).__name__}")
@@ -122,14 +126,15 @@ def sample_conditional_smc(score_fn, sde, measurement: LinearMeasurement, y: Ten
     op = measurement.repeat_interleave(P, shape)  # the measurement of the (B·P, ...) particle batch
     score = CountedScore(score_fn)
     x = sde.prior_sample((B * P, *shape[1:]), generator=generator, device=y.device, dtype=y.dtype)
-    grid = time_grid(sde, steps, eps, x)
+    grid = time_grid(sde, steps, eps, device=x.device, dtype=x.dtype)
     y_t = _prior_measurement(sde, measurement, y, batch_time(grid[0], y), generator)
     x = op.replace(x, y_t.repeat_interleave(P, 0))
     x_mean = x
     log_w = torch.zeros(B, P, device=x.device, dtype=x.dtype)
     rows = (torch.arange(B, device=x.device) * P)[:, None]
     keep = torch.arange(P, device=x.device).expand(B, P)
-    for i in progress_bar(steps, progress, "conditional sampling (SMC)"):
+    bar = progress_bar(steps, "conditional sampling (SMC)", progress)
+    for i in range(steps):
         t, s = batch_time(grid[i], x), batch_time(grid[i + 1], x)
         a, v = sde.transition_coeffs(t, s)
         x_mean = (x + append_dims(v, x.ndim) * score(x, t)) / append_dims(a, x.ndim)
@@ -147,7 +152,9 @@ def sample_conditional_smc(score_fn, sde, measurement: LinearMeasurement, y: Ten
         y_t = y_s
         check_finite(x, i, grid[i + 1], last=i == steps - 1)
         if callback is not None:
-            callback(i, s[0], x, log_w)
+            callback(SamplerStep(i=i, t=s, x=x, x_mean=x_mean, nfe=score.nfe, extra=log_w))
+        bar.update(1)
+    bar.close()
     pick = (rows + torch.multinomial(torch.softmax(log_w, dim=1), 1, generator=generator)).reshape(-1)
     x, x_mean = x[pick], x_mean[pick]
     out = tweedie_denoise(sde, score, x, batch_time(grid[-1], x)) if denoise else x_mean

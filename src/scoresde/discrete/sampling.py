@@ -12,14 +12,16 @@ import torch
 from torch import Tensor
 
 from scoresde._checks import check_generator, check_int
-from scoresde.discrete.kernel import GaussianReverseKernel, KernelOutput
+from scoresde.discrete.kernel import GaussianReverseKernel
+from scoresde.progress import progress_bar
+from scoresde.sampling.result import SamplerStep, step_callback
 
 __all__ = ["sample_chain"]
 
 
 def sample_chain(kernel: GaussianReverseKernel, shape: tuple[int, ...], *, generator: torch.Generator | None = None,
                  x_T: Tensor | None = None, device=None, dtype=torch.float32,
-                 callback: Callable[[int, Tensor, KernelOutput], None] | None = None,
+                 callback: Callable[[SamplerStep], None] | None = None,
                  progress: bool = False) -> Tensor:
     """Draw samples ``shape`` = ``(B, ...)`` by running the reverse chain from x_T to x_0.
 
@@ -28,9 +30,12 @@ def sample_chain(kernel: GaussianReverseKernel, shape: tuple[int, ...], *, gener
         shape: output shape, batch first.
         generator: the only source of randomness.
         x_T: a given start (e.g. to compare two samplers from one latent); drawn from N(0, I) otherwise.
-        callback: called as ``callback(i, x_i, out)`` after each step, with the new state x_i (index i = t − 1
-            of the step just taken) and the kernel output at that step (``out.x0`` is the x̂_0 prediction).
-        progress: show a tqdm bar.
+        callback: called as ``callback(step)`` after each step with a
+            :class:`~scoresde.sampling.result.SamplerStep`: ``step.i`` counts the steps from 0, ``step.t`` is the
+            index t − 1 of the new state x_{t−1} as a ``(B,)`` long tensor, ``step.x`` that state, ``step.x_mean``
+            the kernel's mean and ``step.extra`` the kernel output (``extra.x0`` is the x̂_0 prediction). The
+            old ``callback(i, x_i, out)`` (i the new state's index) still works, deprecated.
+        progress: show a tqdm bar (see :mod:`scoresde.progress`).
     """
     shape = tuple(shape)
     if len(shape) < 2 or any(not isinstance(s, int) or s < 1 for s in shape):
@@ -43,19 +48,17 @@ def sample_chain(kernel: GaussianReverseKernel, shape: tuple[int, ...], *, gener
     else:
         x = x_T
     T = check_int("T", kernel.chain.T)
-    steps = range(T - 1, -1, -1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="ancestral", leave=False)
-    for idx in steps:
-        i = torch.full((shape[0],), idx, dtype=torch.long, device=x.device)
-        out = kernel(x, i)
-        if idx > 0:
-            z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = out.mean + torch.exp(0.5 * out.log_var) * z
-        else:
-            x = out.mean
-        if callback is not None:
-            callback(idx, x, out)
+    callback = step_callback(callback, lambda s: (T - 1 - s.i, s.x, s.extra), "(i, x_i, out)", "sample_chain")
+    with progress_bar(T, "ancestral", progress) as bar:
+        for k, idx in enumerate(range(T - 1, -1, -1)):
+            i = torch.full((shape[0],), idx, dtype=torch.long, device=x.device)
+            out = kernel(x, i)
+            if idx > 0:
+                z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = out.mean + torch.exp(0.5 * out.log_var) * z
+            else:
+                x = out.mean
+            if callback is not None:
+                callback(SamplerStep(i=k, t=i, x=x, x_mean=out.mean, nfe=k + 1, extra=out))
+            bar.update(1)
     return x

@@ -1,4 +1,4 @@
-"""Plumbing shared by the samplers: argument checks, the counted score, time grids, NaN checks, progress.
+"""Plumbing shared by the samplers: argument checks, the counted score, NaN checks, Tweedie's formula.
 
 NaN checks read tensor values, which forces a host synchronisation on a GPU. On CPU the state is checked
 after every step; on other devices every :data:`CHECK_EVERY` steps and after the last one, and the error
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde._checks import CheckedScore, append_dims, check_eps, check_generator, check_int, on_cpu
+from scoresde._checks import CheckedScore, append_dims, check_generator, on_cpu
 from scoresde.sde import SDE, ScoreFn
 
 CHECK_EVERY = 64
@@ -33,12 +33,6 @@ def check_sde(sde) -> SDE:
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an instance of scoresde.SDE, got {type(sde).__name__}")
     return sde
-
-
-def check_callback(callback) -> Callable | None:
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be None or a callable (i, t, x, x_mean), got {type(callback).__name__}")
-    return callback
 
 
 def check_shape(shape) -> tuple[int, ...]:
@@ -69,13 +63,6 @@ def initial_state(sde: SDE, shape, z: Tensor | None, *, generator, device, dtype
         return z.clone()
     shape = check_shape(shape)
     return sde.prior_sample(shape, generator=generator, device=device, dtype=check_dtype(dtype))
-
-
-def time_grid(sde: SDE, steps: int, eps: float, x: Tensor) -> Tensor:
-    """``steps + 1`` uniform times from T down to eps, on x's device and in x's dtype."""
-    check_int("steps", steps)
-    eps = check_eps(eps, sde.T)
-    return torch.linspace(sde.T, eps, steps + 1, device=x.device, dtype=x.dtype)
 
 
 def batch_time(t: Tensor, x: Tensor) -> Tensor:
@@ -135,9 +122,3 @@ def tweedie_denoise(sde: SDE, score_fn, x: Tensor, t: Tensor) -> Tensor:
     """E[x_0 | x_t] = (x_t + σ(t)² ∇ log p_t(x_t)) / α(t) (Tweedie's formula; Efron 2011)."""
     alpha, std = sde.marginal_coeffs(t)
     return (x + append_dims(std**2, x.ndim) * score_fn(x, t)) / append_dims(alpha, x.ndim)
-
-
-def progress_bar(n: int, progress: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(range(n), disable=not progress, desc=desc, leave=False)

@@ -15,9 +15,10 @@ last one, two or three evaluations, so each step costs one score evaluation. Wit
                                    φ2 = φ1/h + 1, φ3 = φ2/h − ½, D1, D2 the divided differences of m_0..m_2
 
 (lower orders warm the method up). Only ``sde.marginal_coeffs``, ``sde.log_snr`` and
-``sde.t_from_log_snr`` are used, so every SDE works. Time grids (``grid``): ``"time_quadratic"``
-(t_i uniform in sqrt(t), default), ``"time_uniform"``, ``"logsnr"`` (uniform in λ) and ``"edm"``
-(Karras et al. 2022, eq. 5: uniform in (σ/α)^{1/ρ}, ρ = 7). Measured on a 2-D three-mode mixture with the
+``sde.t_from_log_snr`` are used, so every SDE works. Time grids (``grid``, from
+:func:`scoresde.sampling.grids.time_grid`): ``"time_quadratic"`` (t_i uniform in sqrt(t), default),
+``"time_uniform"``, ``"logsnr"`` (uniform in λ) and ``"edm"`` (Karras et al. 2022, eq. 5: uniform in
+(σ/α)^{1/ρ}, ρ = 7). Measured on a 2-D three-mode mixture with the
 exact score, order 3 on the default grid brings the within-mode spread within 1 % of the exact flow in
 50 evaluations for VP and sub-VP and within ~2 % for VE (0.8 % on the ``"logsnr"`` grid, which for VE
 is the uniform one); see docs/sampling.md.
@@ -28,62 +29,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from scoresde._checks import check_choice, check_eps, check_int
-from scoresde.sampling._common import (
-    CountedScore,
-    batch_time,
-    check_callback,
-    check_finite,
-    check_sde,
-    initial_state,
-    progress_bar,
-)
-from scoresde.sampling.result import SampleResult
+from scoresde._checks import check_choice
+from scoresde.progress import progress_bar
+from scoresde.sampling._common import CountedScore, batch_time, check_finite, check_sde, initial_state
+from scoresde.sampling.grids import GRIDS, time_grid
+from scoresde.sampling.result import SampleResult, SamplerStep, step_callback
 
-__all__ = ["sample_dpm_solver", "GRIDS", "time_grid"]
-
-_RHO = 7.0
-
-
-def _u(steps: int, like: Tensor) -> Tensor:
-    return torch.linspace(0, 1, steps + 1, device=like.device, dtype=like.dtype)
-
-
-def _grid_time_uniform(sde, T: Tensor, eps: Tensor, steps: int) -> Tensor:
-    return T + _u(steps, T) * (eps - T)
-
-
-def _grid_time_quadratic(sde, T: Tensor, eps: Tensor, steps: int) -> Tensor:
-    return (T.sqrt() + _u(steps, T) * (eps.sqrt() - T.sqrt())) ** 2
-
-
-def _grid_logsnr(sde, T: Tensor, eps: Tensor, steps: int) -> Tensor:
-    lam_T, lam_eps = sde.log_snr(T.reshape(1)), sde.log_snr(eps.reshape(1))
-    return sde.t_from_log_snr(lam_T + _u(steps, T) * (lam_eps - lam_T))
-
-
-def _grid_edm(sde, T: Tensor, eps: Tensor, steps: int) -> Tensor:
-    """Times of Karras et al.'s ρ-spaced noise-to-signal levels s = σ/α = e^{−λ/2} (λ the log-SNR)."""
-    s_max = torch.exp(-sde.log_snr(T.reshape(1)) / (2 * _RHO))
-    s_min = torch.exp(-sde.log_snr(eps.reshape(1)) / (2 * _RHO))
-    s = s_max + _u(steps, T) * (s_min - s_max)
-    return sde.t_from_log_snr(-2 * _RHO * torch.log(s))
-
-
-GRIDS = {"time_quadratic": _grid_time_quadratic, "time_uniform": _grid_time_uniform, "logsnr": _grid_logsnr,
-         "edm": _grid_edm}
-
-
-def time_grid(sde, steps: int, eps: float, grid: str = "time_quadratic", *, device=None,
-              dtype=torch.float64) -> Tensor:
-    """``steps + 1`` decreasing times from T to ``eps`` spaced by ``grid`` (one of :data:`GRIDS`)."""
-    make = GRIDS[check_choice("grid", grid, GRIDS)]
-    check_int("steps", steps)
-    T = torch.tensor(float(sde.T), device=device, dtype=torch.float64)
-    t = make(sde, T, torch.tensor(check_eps(eps, sde.T), device=device, dtype=torch.float64), steps)
-    t[0], t[-1] = sde.T, eps  # exact ends despite the numerical inverse of the log-SNR
-    return t.to(dtype)
-
+__all__ = ["sample_dpm_solver"]
 
 def _multistep_update(x, m: list[Tensor], h: list[Tensor], ratio, alpha_next, order: int) -> Tensor:
     """One DPM-Solver++ step of the given order from the history m = [m_0, m_1, m_2] (newest first)
@@ -111,31 +63,34 @@ def sample_dpm_solver(score_fn, sde, shape, *, steps: int = 50, order: int = 3, 
     ``eps`` on the time grid ``grid``: one score evaluation per step (+1 for a final Tweedie step with
     ``denoise``). Starts from the latent ``z`` when given (deterministic, like
     :func:`~scoresde.sampling.sample_ode`), else from prior noise drawn with ``generator``.
-    ``callback(i, t, x, x0_hat)`` is called after every step. Coefficients are computed in float64.
+    ``callback(step)`` receives a :class:`~scoresde.sampling.result.SamplerStep` after every step, with
+    ``step.extra`` the step's denoised estimate x̂_0 (``step.x_mean`` is ``step.x``: the steps add no noise;
+    the old ``callback(i, t, x, x0_hat)`` still works, deprecated). Coefficients are computed in float64.
     """
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1 (DDIM), 2 (2M) or 3 (3M), got {order!r}")
-    sde, callback = check_sde(sde), check_callback(callback)
+    check_choice("grid", grid, GRIDS)
+    sde = check_sde(sde)
+    callback = step_callback(callback, lambda s: (s.i, s.t, s.x, s.extra), "(i, t, x, x0_hat)", "sample_dpm_solver")
     score = CountedScore(score_fn)
     x = initial_state(sde, shape, z, generator=generator, device=device, dtype=dtype)
-    t = time_grid(sde, steps, eps, grid, device=x.device)
+    t = time_grid(sde, steps, eps, grid, device=x.device, dtype=torch.float64)
     alpha, sigma = sde.marginal_coeffs(t)
     lam = torch.log(alpha) - torch.log(sigma)
     coef = [c.to(x.dtype) for c in (t, alpha, sigma, lam)]
     t, alpha, sigma, lam = coef
     m: list[Tensor] = []
     h: list[Tensor] = []
-    for i in progress_bar(steps, progress, "DPM-Solver"):
-        m.insert(0, (x + sigma[i] ** 2 * score(x, batch_time(t[i], x))) / alpha[i])
-        h.insert(0, lam[i + 1] - lam[i])
-        del m[3:], h[3:]
-        x = _multistep_update(x, m, h, sigma[i + 1] / sigma[i], alpha[i + 1], min(order, len(m)))
-        check_finite(x, i, t[i + 1], last=i == steps - 1)
-        if callback is not None:
-            callback(i, batch_time(t[i + 1], x), x, m[0])
+    with progress_bar(steps, "DPM-Solver", progress) as bar:
+        for i in range(steps):
+            m.insert(0, (x + sigma[i] ** 2 * score(x, batch_time(t[i], x))) / alpha[i])
+            h.insert(0, lam[i + 1] - lam[i])
+            del m[3:], h[3:]
+            x = _multistep_update(x, m, h, sigma[i + 1] / sigma[i], alpha[i + 1], min(order, len(m)))
+            check_finite(x, i, t[i + 1], last=i == steps - 1)
+            if callback is not None:
+                callback(SamplerStep(i=i, t=batch_time(t[i + 1], x), x=x, x_mean=x, nfe=score.nfe, extra=m[0]))
+            bar.update(1)
     if denoise:
         x = (x + sigma[-1] ** 2 * score(x, batch_time(t[-1], x))) / alpha[-1]
     return SampleResult(x=x, nfe=score.nfe)
-
-
-

@@ -156,15 +156,25 @@ def langevin(x: Tensor, t: Tensor, t_next: Tensor, *, rsde: ReverseSDE, generato
 
 
 def annealed_langevin(x: Tensor, t: Tensor, t_next: Tensor, *, rsde: ReverseSDE, generator=None,
-                      snr: float = 0.16):
-    """NCSN's annealed Langevin step (Song & Ermon 2019, Algorithm 1) at noise level σ = σ(t):
+                      snr: float = 0.16, step_lr: float | None = None, sigma_last=None):
+    """NCSN's annealed Langevin step (Song & Ermon 2019, Algorithm 1) at noise level σ = σ(t), with a step
+    ε ∝ σ(t)² set in one of two ways:
 
-        ε = 2 α_i (snr σ(t))²,    x_mean = x + ε ∇ log p_t(x),    x = x_mean + sqrt(2ε) z.
+        NCSN (``step_lr`` and ``sigma_last`` = σ_L given):  α = step_lr σ(t)²/σ_L²,  ε = α/2
+        signal-to-noise (default, ``snr``):                ε = 2 α_i (snr σ(t))²
+        x_mean = x + ε ∇ log p_t(x),    x = x_mean + sqrt(2ε) z          (= x + (α/2) ∇ log p_t + sqrt(α) z)
 
-    ε ∝ σ² is NCSN's α_i = ε₀ σ_i²/σ_L² with ε₀ = 2 α_i (snr σ_L)²; α_i as in :func:`langevin`.
+    The second form is NCSN's with step_lr = 4 α_i snr² σ_L² (α_i as in :func:`langevin`), the form
+    :func:`~scoresde.sampling.sample_pc` uses with ``corrector="ald"``;
+    :func:`~scoresde.sampling.sample_annealed_langevin` uses the first.
     """
     std = rsde.sde.marginal_coeffs(t)[1]
-    step = 2 * _alpha_i(rsde.sde, t, t_next) * (snr * std) ** 2
+    if step_lr is None:
+        step = 2 * _alpha_i(rsde.sde, t, t_next) * (snr * std) ** 2
+    else:
+        if sigma_last is None:
+            raise ValueError("the ald corrector with step_lr needs sigma_last, the smallest σ of the ladder (σ_L)")
+        step = step_lr * std**2 / sigma_last**2 / 2
     return _langevin_update(x, rsde.score_fn(x, t), step, generator)
 
 
