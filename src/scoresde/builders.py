@@ -94,15 +94,10 @@ def _dpm_solver(score_fn, sde, shape, cfg, **common):
     return S.sample_dpm_solver(score_fn, sde, shape, steps=cfg.steps, order=cfg.order, grid=cfg.grid, **common)
 
 
-def _ode(score_fn, sde, shape, cfg, *, progress, **common):
+def _ode(score_fn, sde, shape, cfg, **common):
     fixed = cfg.solver in FIXED
-    callback = _TimeBar(sde, cfg.eps) if progress else None
-    try:
-        return S.sample_ode(score_fn, sde, shape, method=cfg.solver, rtol=cfg.rtol, atol=cfg.atol,
-                            steps=cfg.steps if fixed else None, callback=callback, **common)
-    finally:
-        if callback is not None:
-            callback.close()
+    return S.sample_ode(score_fn, sde, shape, method=cfg.solver, rtol=cfg.rtol, atol=cfg.atol,
+                        steps=cfg.steps if fixed else None, **common)
 
 
 #: ``sampling.method`` → sampler; each reads its own fields of :class:`~scoresde.config.SamplingConfig`.
@@ -159,24 +154,3 @@ def describe_sampler(cfg: C.SamplingConfig) -> str:
     else:
         what = f"probability-flow ODE ({cfg.solver}, rtol {cfg.rtol}, atol {cfg.atol})"
     return f"{what}, {cost}"
-
-
-class _TimeBar:
-    """An ODE callback drawing how far the integration has come from T down to eps."""
-
-    def __init__(self, sde, eps: float):
-        from tqdm.auto import tqdm  # a core dependency; imported on use like the samplers' bars
-
-        self.T, self.eps = float(sde.T), float(eps)
-        self.bar = tqdm(total=1000, desc="probability-flow ODE", leave=False,
-                        bar_format="{l_bar}{bar}| {elapsed}{postfix}")
-        self.calls = 0
-
-    def __call__(self, i, t, x, x_mean):
-        self.calls += 1
-        done = int(1000 * (self.T - float(t[0])) / (self.T - self.eps))
-        self.bar.set_postfix(t=f"{float(t[0]):.4f}", nfe=self.calls, refresh=False)
-        self.bar.update(max(0, min(done, 1000) - self.bar.n))
-
-    def close(self):
-        self.bar.close()
