@@ -114,3 +114,21 @@ def test_bad_inputs():
 
     with pytest.raises(ValueError, match=r"not finite at t=0\.[5-9]"):
         log_likelihood(nan_after_half, sde, x, divergence="exact")
+
+
+def test_one_home_for_the_likelihood_names():
+    """Top-level names, the package and the old module paths (aliases while callers move) are one object each."""
+    import importlib
+
+    import scoresde
+    import scoresde.likelihood as L
+
+    names = [n for n, mod in scoresde._LAZY.items() if mod == "scoresde.likelihood"]
+    assert {"log_likelihood", "bits_per_dim", "nll_bound", "evaluate_nll", "VariationalDequantizer"} <= set(names)
+    for name in names:
+        assert getattr(scoresde, name) is getattr(L, name)
+        assert getattr(L, name).__module__.startswith("scoresde.likelihood.")  # defined in a concept module
+    for old, new in [("bpd", "bpd"), ("elbo", "bound"), ("dequant", "dequant"), ("evaluate", "evaluate")]:
+        alias, home = importlib.import_module(f"scoresde.{old}"), importlib.import_module(f"scoresde.likelihood.{new}")
+        for name in alias.__all__:
+            assert getattr(alias, name) is getattr(home, name), f"scoresde.{old}.{name}"
