@@ -20,7 +20,8 @@ times). With the defaults, ``eps_net_to_score_fn(net, sde, N)`` and
   at (score_sde_pytorch's discrete DDPM models divide by it too);
 * ``"interpolate"``: the chain's std log-linearly interpolated at the fractional index; equal to ``"chain"``
   at the grid times and continuous in t, so an adaptive ODE solver (the likelihood) meets no jump of the
-  score at each of the N − 1 grid times;
+  score at each of the N − 1 grid times (an exact 2-D mixture likelihood at tolerance 1e-5: 73 evaluations
+  instead of 313 with ``"chain"``);
 * ``"sde"``: the VP marginal σ(t). It agrees with the chain's to O(1/N) except near t = 0, where the chain's
   first step keeps σ ≥ sqrt(β_1) while σ(t) → 0; there ``"sde"`` inflates the score of an ε-network by σ_1/σ(t).
 
