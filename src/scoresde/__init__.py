@@ -2,9 +2,9 @@
 
 The numerical core meets at one interface, ``score_fn(x, t) -> Tensor``: every SDE, loss, sampler and
 likelihood below accepts any such callable. Subpackages hold the rest: :mod:`scoresde.nn` (networks),
-:mod:`scoresde.interop` (official score_sde_pytorch checkpoints), :mod:`scoresde.discrete` (the 2015
-diffusion model and DDPM),
-:mod:`scoresde.controllable`, :mod:`scoresde.metrics`, :mod:`scoresde.data`, :mod:`scoresde.train`.
+:mod:`scoresde.interop` (official score_sde_pytorch checkpoints), :mod:`scoresde.likelihood` (divergences,
+the ODE likelihood, the continuous bound, bits/dim, dequantisation, evaluation), :mod:`scoresde.discrete`
+(the 2015 diffusion model and DDPM), :mod:`scoresde.controllable`, :mod:`scoresde.metrics`, :mod:`scoresde.data`, :mod:`scoresde.train`.
 
 Importing this package has no side effects: it chooses no device, seeds nothing, compiles nothing and
 imports no optional package. It does not even import torch: every public name is loaded on first use
@@ -48,7 +48,7 @@ _LAZY = {
     **dict.fromkeys(["save_checkpoint", "load_checkpoint"], "scoresde.checkpoint"),
 }
 #: Subpackages offered as attributes (``scoresde.nn`` ...), also imported on first access.
-_SUBPACKAGES = ("nn", "interop", "discrete", "controllable", "metrics", "data")
+_SUBPACKAGES = ("nn", "interop", "discrete", "controllable", "metrics", "data", "likelihood")
 
 __all__ = [*_LAZY, *_SUBPACKAGES]
 
@@ -69,7 +69,7 @@ def __dir__() -> list[str]:
 
 
 if typing.TYPE_CHECKING:  # static analysers and API-reference generators see the names as plain imports
-    from scoresde import controllable, data, discrete, interop, metrics, nn  # noqa: F401
+    from scoresde import controllable, data, discrete, interop, likelihood, metrics, nn  # noqa: F401
     from scoresde.analytic import GaussianMixture  # noqa: F401
     from scoresde.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
     from scoresde.controllable import (  # noqa: F401
