@@ -4,7 +4,8 @@ The numerical core meets at one interface, ``score_fn(x, t) -> Tensor``: every S
 likelihood below accepts any such callable. Subpackages hold the rest: :mod:`scoresde.nn` (networks),
 :mod:`scoresde.interop` (official score_sde_pytorch checkpoints), :mod:`scoresde.likelihood` (divergences,
 the ODE likelihood, the continuous bound, bits/dim, dequantisation, evaluation), :mod:`scoresde.discrete`
-(the 2015 diffusion model and DDPM), :mod:`scoresde.controllable`, :mod:`scoresde.metrics`, :mod:`scoresde.data`, :mod:`scoresde.train`.
+(the 2015 diffusion model and DDPM), :mod:`scoresde.controllable`, :mod:`scoresde.metrics`, :mod:`scoresde.data`,
+:mod:`scoresde.train`.
 
 Importing this package has no side effects: it chooses no device, seeds nothing, compiles nothing and
 imports no optional package. It does not even import torch: every public name is loaded on first use
