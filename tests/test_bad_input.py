@@ -17,10 +17,15 @@ import torch
 import scoresde as sd
 from scoresde._checks import CheckedScore, check_generator, check_score
 from scoresde._ode import integrate
-from scoresde.dequant import VariationalDequantizer, dequantized_log_prob
-from scoresde.elbo import nll_bound, nll_bound_terms
-from scoresde.evaluate import evaluate_nll
-from scoresde.likelihood import draw_probes, log_likelihood
+from scoresde.likelihood import (
+    VariationalDequantizer,
+    dequantized_log_prob,
+    draw_probes,
+    evaluate_nll,
+    log_likelihood,
+    nll_bound,
+    nll_bound_terms,
+)
 from scoresde.losses import classifier_loss, ddpm_loss, dsm_loss, sample_time, smld_loss, ssm_loss
 from scoresde.sampling import (
     encode,
@@ -257,7 +262,7 @@ def test_sample_ode_nan_on_an_accelerator_is_reported_when_the_solver_gives_up(m
 
 
 def test_log_likelihood_nan_on_an_accelerator_is_reported_when_the_solver_gives_up(monkeypatch):
-    import scoresde.likelihood as likelihood
+    import scoresde.likelihood.ode as likelihood
 
     monkeypatch.setattr(likelihood, "on_cpu", lambda x: False)  # no per-evaluation value check, as on a GPU
     with pytest.raises(FloatingPointError, match=r"log_likelihood: .*score_fn.* NaN or inf at t = 0\.[5-9]"):
@@ -316,10 +321,10 @@ def _kernel():
 
 def _outside_the_core():
     from scoresde import data
-    from scoresde.bpd import uniform_dequantize
     from scoresde.discrete.bound import vlb
     from scoresde.discrete.objectives import UniformSampler, simple_loss, vlb_estimate
     from scoresde.discrete.sampling import sample_chain
+    from scoresde.likelihood import uniform_dequantize
     from scoresde.metrics.sliced import random_directions
 
     k = _kernel()

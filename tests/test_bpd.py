@@ -6,22 +6,15 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.bpd import bits_per_dim, check_discrete, uniform_dequantize
-from scoresde.dequant import dequantized_log_prob
-from tests.common import seeded
-
-
-def discretized_mixture_log_prob(mix, x, *, scale, shift, levels):
-    """Exact log P(x) of levels x under y ~ mix, y = scale·u + shift binned into cells [k, k+1)/L (scale > 0).
-
-    Diagonal components factorise over dimensions: P_k(x) = Π_d [Φ((hi_d − m)/s) − Φ((lo_d − m)/s)].
-    """
-    lo = (scale * x / levels + shift).double()
-    hi = (scale * (x + 1) / levels + shift).double()
-    m, s = mix.means[None], mix.stds[None]
-    cdf = lambda v: torch.special.ndtr((v[:, None, :] - m) / s)  # noqa: E731
-    per_comp = (cdf(hi) - cdf(lo)).clamp_min(1e-300).log().sum(-1) + mix.weights.log()
-    return torch.logsumexp(per_comp, 1)
+from scoresde.likelihood import (
+    bits_per_dim,
+    check_discrete,
+    dequantized_log_prob,
+    nll_to_bits_per_dim,
+    to_model_space,
+    uniform_dequantize,
+)
+from tests.common import discretized_mixture_log_prob, seeded
 
 
 @pytest.mark.parametrize("scale,shift", [(1.0, 0.0), (2.0, -1.0), (0.5, 3.0)])
@@ -79,27 +72,39 @@ def test_errors_for_out_of_range_and_undequantised_data():
     assert u.dtype == torch.float32 and (u >= 0).all() and (u < 1).all()
 
 
-def test_evaluate_nll_over_dataloader_matches_exact_discrete_nll():
-    """Exact score of a smooth mixture, 8-bit data: the evaluated bpd is within O(bin²) + se of the exact value."""
-    from torch.utils.data import DataLoader, TensorDataset
+def test_every_bits_per_dim_is_the_one_formula():
+    """The discrete bound's and the data module's bits/dim are thin calls of the two functions here.
 
-    from scoresde.evaluate import evaluate_nll
+    A uniform categorical over L levels per dimension has −log P(x) = D ln L exactly: log2 L bits/dim through
+    the unit conversion, and the same through the dequantised formula for its density 1/|a|^D on model space.
+    """
+    from scoresde import data
+    from scoresde.discrete import bits_per_dim as discrete_bpd
 
-    L, a, b, D = 256, 2.0, -1.0, 2
-    # Mean near 0 and unit-ish scale, so that p_T ≈ π for the VP SDE (prior mismatch ≪ 1e-3 nats).
-    mix = sd.GaussianMixture([0.5, 0.5], [[-0.2, 0.1], [0.2, -0.1]], [[0.15, 0.2], [0.2, 0.15]])
-    g = seeded(22)
-    x = ((mix.sample(96, generator=g) - b) / a * L).floor().clamp(0, L - 1).to(torch.uint8)
-    loader = DataLoader(TensorDataset(x), batch_size=48)
-    sde = sd.VPSDE()
-    res = evaluate_nll(mix.score_fn(sde), sde, loader, scale=a, shift=b, repeats=2, divergence="exact",
-                       dtype=torch.float64, generator=g, rtol=1e-6, atol=1e-6)
-    exact = -discretized_mixture_log_prob(mix, x.double(), scale=a, shift=b, levels=L) / (D * math.log(2))
-    assert res.num_samples == 96 and res.repeats == 2 and res.nfe > 10
-    # The model is p_eps ≈ p_0 (eps = 1e-5), so the bound exceeds the exact discrete bpd by the dequantisation
-    # gap (~1e-3 bits/dim at these widths) plus noise; compare per sample with the same data.
-    diff = res.per_sample_bpd - exact
-    assert abs(float(diff.mean())) < 4 * float(diff.std()) / math.sqrt(96) + 5e-3
-    assert res.bpd == pytest.approx(float(res.per_sample_bpd.mean()))
-    with pytest.raises(ValueError, match="non-integer"):
-        evaluate_nll(mix.score_fn(sde), sde, [x.float() / 255], scale=a, shift=b)
+    D, L, a = 6, 17, 2.0
+    x = torch.zeros(3, D)
+    nll = torch.full((3,), D * math.log(L), dtype=torch.float64)
+    want = torch.full((3,), math.log2(L), dtype=torch.float64)
+    torch.testing.assert_close(nll_to_bits_per_dim(nll, D), want)
+    torch.testing.assert_close(discrete_bpd(nll, x), want)
+    logp = torch.full((3,), -D * math.log(a), dtype=torch.float64)
+    torch.testing.assert_close(bits_per_dim(logp, D, scale=a, levels=L), want)
+    assert torch.equal(data.discrete_bits_per_dim(logp, D, levels=L, scale=a), bits_per_dim(logp, D, scale=a, levels=L))
+    with pytest.raises(TypeError, match="nll"):
+        nll_to_bits_per_dim(torch.zeros(2, dtype=torch.long), 3)
+
+
+def test_unit_space_dequantize_is_uniform_dequantize_of_its_levels():
+    """data.dequantize reads the level k of each u and dequantises k with the one map: same draws, same values,
+    and each result stays in its level's bin [k, k + 1)/L."""
+    from scoresde import data
+
+    L = 17
+    k = torch.randint(0, L, (64, 1, 2, 2), generator=seeded(30))
+    for u in ((k + 0.5) / L, k / (L - 1)):  # bin centres and the torchvision convention k/(L − 1)
+        got = data.dequantize(u.double(), L, generator=seeded(31))
+        want = uniform_dequantize(k, levels=L, generator=seeded(31), dtype=torch.float64)
+        assert torch.equal(got, want)
+        assert torch.equal(torch.floor(got * L).long(), k)
+    y = to_model_space(k, torch.full(k.shape, 0.5), levels=L, scale=2.0, shift=-1.0)
+    torch.testing.assert_close(y, 2 * (k + 0.5) / L - 1)

@@ -5,9 +5,8 @@ import math
 import torch
 
 import scoresde as sd
-from scoresde.dequant import VariationalDequantizer, dequantized_log_prob
-from tests.common import seeded
-from tests.test_bpd import discretized_mixture_log_prob
+from scoresde.likelihood import VariationalDequantizer, dequantized_log_prob
+from tests.common import discretized_mixture_log_prob, seeded
 
 L, A, B = 256, 2.0, -1.0
 W = A / L  # bin width in model space

@@ -1,4 +1,4 @@
-"""Objectives, importance sampling of t, ancestral sampling and the VP conversion of scoresde.discrete."""
+"""Objectives, importance sampling of t and ancestral sampling of scoresde.discrete."""
 
 import math
 
@@ -8,7 +8,6 @@ import torch
 import scoresde as sd
 from scoresde.discrete.bound import vlb, vlb_term
 from scoresde.discrete.chain import DiscreteChain
-from scoresde.discrete.convert import eps_net_to_score_fn, score_fn_to_eps_net
 from scoresde.discrete.kernel import GaussianReverseKernel
 from scoresde.discrete.objectives import (
     FixedProposal,
@@ -139,40 +138,3 @@ def test_sampler_shapes_and_errors():
         sample_chain(kernel, (4,))
     with pytest.raises(ValueError, match="x_T must have shape"):
         sample_chain(kernel, (2, 3), x_T=torch.zeros(3, 3))
-
-
-# ------------------------------------------------------------------------------------------- conversion
-@pytest.mark.parametrize("std", ["chain", "sde"])
-def test_conversion_round_trip_and_continuous_score(std):
-    gm, sde, N = mixture(), sd.VPSDE(), 1000
-    chain = DiscreteChain.from_sde(sde, N)
-    exact_score = gm.score_fn(sde)
-    eps_net = score_fn_to_eps_net(exact_score, sde, N, std=std)
-    back = eps_net_to_score_fn(eps_net, sde, N, std=std)
-    x, t = gm.sample(5, generator=seeded(10)), torch.tensor([0.001, 0.1, 0.4, 0.7, 1.0], dtype=torch.float64)
-    torch.testing.assert_close(back(x, t), exact_score(x, t))  # the two maps are inverse
-    # the chain's exact ε-network at the grid index, converted, gives the SDE's exact score up to O(1/N):
-    # the chain's noise level at index i = t(N−1) differs from σ(t) by O(1/N) (away from t = 0)
-    converted = eps_net_to_score_fn(exact_eps_net(gm, chain), sde, N, std=std, round_index=True)
-    t = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9], dtype=torch.float64)
-    torch.testing.assert_close(converted(x, t), exact_score(x, t), rtol=0.03, atol=0.03)
-
-
-def test_converted_chain_model_has_the_ode_likelihood_of_the_mixture():
-    """The exact chain ε-network through the VP conversion into the probability-flow ODE likelihood:
-    log p_eps at eps = 1e-3 matches the mixture's exact log p_eps up to the O(1/N) chain/SDE mismatch."""
-    from scoresde.likelihood import log_likelihood
-
-    gm, sde, N = mixture(), sd.VPSDE(), 1000
-    chain = DiscreteChain.from_sde(sde, N)
-    base = exact_eps_net(gm, chain)
-
-    def eps_net(x, index):  # evaluate the exact chain ε at the rounded index (a fractional one is off-grid)
-        return base(x, index.round().long().clamp(0, N - 1))
-
-    score_fn = eps_net_to_score_fn(eps_net, sde, N)
-    x = gm.sample(16, generator=seeded(11))
-    res = log_likelihood(score_fn, sde, x, divergence="exact", eps=1e-3, rtol=1e-5, atol=1e-5)
-    exact = gm.log_prob_t(x, torch.full((16,), 1e-3, dtype=torch.float64), sde)
-    # piecewise-constant index + O(1/N) noise-level mismatch; 0.05 nats per 2-D point
-    assert float((res.logp - exact).abs().mean()) < 0.05

@@ -2,9 +2,10 @@
 
 The numerical core meets at one interface, ``score_fn(x, t) -> Tensor``: every SDE, loss, sampler and
 likelihood below accepts any such callable. Subpackages hold the rest: :mod:`scoresde.nn` (networks),
-:mod:`scoresde.interop` (official score_sde_pytorch checkpoints), :mod:`scoresde.discrete` (the 2015
-diffusion model and DDPM),
-:mod:`scoresde.controllable`, :mod:`scoresde.metrics`, :mod:`scoresde.data`, :mod:`scoresde.train`.
+:mod:`scoresde.interop` (official score_sde_pytorch checkpoints), :mod:`scoresde.likelihood` (divergences,
+the ODE likelihood, the continuous bound, bits/dim, dequantisation, evaluation), :mod:`scoresde.discrete`
+(the 2015 diffusion model and DDPM), :mod:`scoresde.controllable`, :mod:`scoresde.metrics`, :mod:`scoresde.data`,
+:mod:`scoresde.train`.
 
 Importing this package has no side effects: it chooses no device, seeds nothing, compiles nothing and
 imports no optional package. It does not even import torch: every public name is loaded on first use
@@ -37,11 +38,9 @@ _LAZY = {
                      "sample_ancestral", "sample_annealed_langevin", "sample_ode", "sample_dpm_solver", "encode",
                      "decode", "slerp", "interpolate", "scale_temperature"], "scoresde.sampling"),
     # likelihood
-    **dict.fromkeys(["log_likelihood", "LikelihoodResult"], "scoresde.likelihood"),
-    **dict.fromkeys(["bits_per_dim", "uniform_dequantize"], "scoresde.bpd"),
-    **dict.fromkeys(["nll_bound", "nll_bound_terms", "NLLBound"], "scoresde.elbo"),
-    **dict.fromkeys(["VariationalDequantizer", "dequantized_log_prob"], "scoresde.dequant"),
-    **dict.fromkeys(["evaluate_nll", "NLLResult"], "scoresde.evaluate"),
+    **dict.fromkeys(["log_likelihood", "LikelihoodResult", "bits_per_dim", "uniform_dequantize", "nll_bound",
+                     "nll_bound_terms", "NLLBound", "VariationalDequantizer", "dequantized_log_prob", "evaluate_nll",
+                     "NLLResult"], "scoresde.likelihood"),
     # controllable generation
     **dict.fromkeys(["sample_conditional", "inpaint", "colorize", "guided_score_fn", "sample_conditional_smc",
                      "inpaint_smc"], "scoresde.controllable"),
@@ -52,7 +51,7 @@ _LAZY = {
     **dict.fromkeys(["save_checkpoint", "load_checkpoint"], "scoresde.checkpoint"),
 }
 #: Subpackages offered as attributes (``scoresde.nn`` ...), also imported on first access.
-_SUBPACKAGES = ("nn", "interop", "discrete", "controllable", "metrics", "data")
+_SUBPACKAGES = ("nn", "interop", "discrete", "controllable", "metrics", "data", "likelihood")
 
 __all__ = [*_LAZY, *_SUBPACKAGES]
 
@@ -73,9 +72,8 @@ def __dir__() -> list[str]:
 
 
 if typing.TYPE_CHECKING:  # static analysers and API-reference generators see the names as plain imports
-    from scoresde import controllable, data, discrete, interop, metrics, nn  # noqa: F401
+    from scoresde import controllable, data, discrete, interop, likelihood, metrics, nn  # noqa: F401
     from scoresde.analytic import GaussianMixture  # noqa: F401
-    from scoresde.bpd import bits_per_dim, uniform_dequantize  # noqa: F401
     from scoresde.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
     from scoresde.controllable import (  # noqa: F401
         colorize,
@@ -85,12 +83,21 @@ if typing.TYPE_CHECKING:  # static analysers and API-reference generators see th
         sample_conditional,
         sample_conditional_smc,
     )
-    from scoresde.dequant import VariationalDequantizer, dequantized_log_prob  # noqa: F401
-    from scoresde.elbo import NLLBound, nll_bound, nll_bound_terms  # noqa: F401
     from scoresde.ema import EMA  # noqa: F401
-    from scoresde.evaluate import NLLResult, evaluate_nll  # noqa: F401
     from scoresde.interop.official import load_official_checkpoint  # noqa: F401
-    from scoresde.likelihood import LikelihoodResult, log_likelihood  # noqa: F401
+    from scoresde.likelihood import (  # noqa: F401
+        LikelihoodResult,
+        NLLBound,
+        NLLResult,
+        VariationalDequantizer,
+        bits_per_dim,
+        dequantized_log_prob,
+        evaluate_nll,
+        log_likelihood,
+        nll_bound,
+        nll_bound_terms,
+        uniform_dequantize,
+    )
     from scoresde.losses import WEIGHTINGS, ddpm_loss, dsm_loss, sample_time, smld_loss, ssm_loss  # noqa: F401
     from scoresde.progress import set_progress  # noqa: F401
     from scoresde.run import Run, export_run, load_run  # noqa: F401

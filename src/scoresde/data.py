@@ -13,7 +13,8 @@ p on model space then gives the discrete log-likelihood bound in bits per dimens
 
     bpd = −(log p(y) + D ln a) / (D ln 2) + log2 L,
 
-which for L = 256 is the familiar ``+ 8`` (:func:`discrete_bits_per_dim`).
+which for L = 256 is the familiar ``+ 8``. :func:`dequantize` and :func:`discrete_bits_per_dim` are the
+unit-space fronts of the library's one dequantiser and one formula (:mod:`scoresde.likelihood.bpd`).
 
 The digits are scikit-learn's copy of the UCI optical-recognition digits: 1797 images of 8×8 pixels with
 17 grey levels 0..16 (optional extra ``scoresde[digits]``). Level k is mapped to the bin ``[k/17, (k+1)/17)``
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor
 
 from scoresde._checks import check_choice, check_generator, check_int, check_positive
-from scoresde.bpd import bits_per_dim
+from scoresde.likelihood.bpd import bits_per_dim, uniform_dequantize
 
 __all__ = [
     "DIGITS_LEVELS", "load_digits", "digits_histogram_bpd", "TOY_DATASETS", "sample_toy", "image_dataset",
@@ -231,18 +232,17 @@ def dequantize(u: Tensor, levels: int, *, generator: torch.Generator | None = No
 
     ``k = floor(u · levels)`` clamped to ``[0, levels − 1]``, so both bin centres ``(k + ½)/L`` and the
     torchvision convention ``k / (L − 1)`` (``k·L/(L−1) = k + k/(L−1)`` lies in ``[k, k+1)`` for k < L − 1)
-    map to level ``k``.
+    map to level ``k``; then :func:`scoresde.likelihood.uniform_dequantize` of the levels, in u's dtype.
     """
     check_int("levels", levels, minimum=2)
     check_generator(generator)
     k = torch.floor(u * levels).clamp(0, levels - 1)
-    noise = torch.rand(u.shape, generator=generator, device=_gen_device(generator, u), dtype=u.dtype).to(u.device)
-    return (k + noise) / levels
+    return uniform_dequantize(k, levels=levels, generator=generator, dtype=u.dtype)
 
 
 def discrete_bits_per_dim(logp: Tensor, dim: int, *, levels: int, scale: float) -> Tensor:
     """Bits/dim of dequantised discrete data from a model-space log-density (nats): the one formula of
-    :func:`scoresde.bpd.bits_per_dim`, with ``scale`` = a in y = a·u + b and ``levels`` = L."""
+    :func:`scoresde.likelihood.bits_per_dim`, with ``scale`` = a in y = a·u + b and ``levels`` = L."""
     return bits_per_dim(logp, dim, scale=scale, levels=levels)
 
 

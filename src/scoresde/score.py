@@ -21,8 +21,18 @@ convention), ``"sigma"`` (σ(t), its continuous VE convention), ``"t"``, ``"disc
 discrete-VP label t·(N − 1), float) or a callable ``t -> (B,)``.
 
 ``discrete_steps=N`` reproduces the official discrete VP models (``continuous=False``): the ε → score
-division then uses the DDPM chain's std sqrt(1 − ᾱ_i) at i = ⌊t(N − 1)⌋, ᾱ_i = Π_{j≤i}(1 − β_j) with
+division then uses the DDPM chain's std sqrt(1 − ᾱ_i) at the step i of t, ᾱ_i = Π_{j≤i}(1 − β_j) with
 β_j from ``sde.discrete_betas(N)`` (Ho et al. 2020, eq. 4), instead of the continuous σ(t).
+
+The discrete-index rule, the library's one (also :func:`scoresde.discrete.eps_net_to_score_fn`'s). Step i of
+the N-step chain sits at t_i = i/(N − 1) (the VP SDE's DDPM discretisation, Song et al. 2021, eq. 44):
+
+* the network's label is the fractional index :func:`discrete_index` t·(N − 1), as score_sde_pytorch's
+  discrete VP models receive it (``labels = t * (N - 1)``);
+* the step whose std divides ε̂ is :func:`step_index` i = ⌊t(N − 1) + 10⁻³⌋, clamped to 0..N−1: the official
+  floor (``std[labels.long()]``), with a slack of 10⁻³ of a step so that a grid time t_i, whose float
+  product t_i(N − 1) can fall just below i (8 % of the points of a float32 ``linspace(0, 1, 1000)``), gets
+  its own step i and not i − 1. It departs from the official floor only in that sliver below a grid time.
 """
 
 from __future__ import annotations
@@ -36,10 +46,45 @@ from torch import Tensor, nn
 from scoresde import sde as sde_lib
 from scoresde._checks import append_dims, check_choice, check_int
 
-__all__ = ["ScoreModel", "PARAMETERIZATIONS", "NOISE_CONDS"]
+__all__ = ["ScoreModel", "PARAMETERIZATIONS", "NOISE_CONDS", "discrete_index", "step_index", "ddpm_stds",
+           "chain_std"]
 
 PARAMETERIZATIONS = ("score", "eps", "x0", "v")
 NOISE_CONDS = ("999t", "sigma", "t", "discrete_index")
+STEP_SLACK = 1e-3  # of a step: the float error of t_i(N − 1) at a grid time is below 1e-3 for N up to ~10⁴
+
+
+def discrete_index(t: Tensor, num_steps: int) -> Tensor:
+    """The fractional step index t·(N − 1) of times ``t``, in t's dtype: a discrete network's label."""
+    return t * (num_steps - 1)
+
+
+def step_index(t: Tensor, num_steps: int) -> Tensor:
+    """The step i = ⌊t(N − 1) + 10⁻³⌋ ∈ 0..N−1 of times ``t``, int64 (module docstring: the one rule)."""
+    return torch.floor(discrete_index(t, num_steps) + STEP_SLACK).long().clamp(0, num_steps - 1)
+
+
+def ddpm_stds(sde, num_steps: int) -> Tensor | None:
+    """The DDPM chain's stds sqrt(1 − ᾱ_i), i = 0..N−1, float64, from ``sde.discrete_betas(N)``; None for an
+    SDE without a DDPM chain (e.g. the VE ladder of NCSN, whose levels are σ(t_i) exactly)."""
+    if not callable(getattr(sde, "discrete_betas", None)):
+        return None
+    betas = sde.discrete_betas(num_steps, dtype=torch.float64)
+    return torch.sqrt(-torch.expm1(torch.cumsum(torch.log1p(-betas), 0)))
+
+
+def chain_std(stds: Tensor, t: Tensor, *, interpolate: bool = False) -> Tensor:
+    """The chain's std at times ``t``, in t's dtype and device: ``stds`` (N,) at :func:`step_index` of t, or,
+    with ``interpolate``, log-linearly interpolated at the fractional index t(N − 1) (equal at the grid times,
+    continuous in t: for adaptive ODE solvers)."""
+    N = stds.shape[0]
+    if not interpolate:
+        return stds.to(t.device)[step_index(t, N).to(t.device)].to(t.dtype)
+    log_std = torch.log(stds).to(device=t.device, dtype=t.dtype)
+    pos = discrete_index(t, N).clamp(0, N - 1)
+    lo = pos.floor().long().clamp(max=N - 2)
+    w = pos - lo.to(pos.dtype)
+    return torch.exp((1 - w) * log_std[lo] + w * log_std[lo + 1])
 
 
 class ScoreModel(nn.Module):
@@ -71,13 +116,10 @@ class ScoreModel(nn.Module):
         self.discrete_steps = None if discrete_steps is None else check_int("discrete_steps", discrete_steps, minimum=2)
         if noise_cond == "discrete_index" and discrete_steps is None:
             raise ValueError("noise_cond='discrete_index' needs discrete_steps=N (the number of discrete steps)")
-        self.register_buffer("discrete_std", None, persistent=False)
         # A DDPM chain (discrete_betas) has its own std table; without one (e.g. the VE ladder of NCSN, whose
         # levels are σ(t_i) exactly) the continuous σ(t) at the ladder times is already the discrete std.
-        if discrete_steps is not None and callable(getattr(sde, "discrete_betas", None)):
-            betas = sde.discrete_betas(discrete_steps, dtype=torch.float64)
-            self.register_buffer("discrete_std", torch.sqrt(-torch.expm1(torch.cumsum(torch.log1p(-betas), 0))),
-                                 persistent=False)
+        stds = None if discrete_steps is None else ddpm_stds(sde, discrete_steps)
+        self.register_buffer("discrete_std", stds, persistent=False)
 
     def extra_repr(self) -> str:
         rule = getattr(self.noise_cond_rule, "__name__", self.noise_cond_rule)
@@ -96,7 +138,7 @@ class ScoreModel(nn.Module):
             return t
         if rule == "sigma":
             return self._marginal_coeffs(t)[1]
-        return t * (self.discrete_steps - 1)  # discrete_index
+        return discrete_index(t, self.discrete_steps)
 
     def _marginal_coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """α(t), σ(t) evaluated in float64 (B scalars: cheap) and rounded once to t's dtype; float32 σ(t)
@@ -110,8 +152,7 @@ class ScoreModel(nn.Module):
         """(α(t), σ(t)) used to convert the output into a score (the discrete table when discrete_steps)."""
         alpha, std = self._marginal_coeffs(t)
         if self.discrete_std is not None:
-            idx = (t * (self.discrete_steps - 1)).long().clamp(0, self.discrete_steps - 1)
-            std = self.discrete_std.to(t.device)[idx].to(std.dtype)
+            std = chain_std(self.discrete_std, t).to(std.dtype)
         return alpha, std
 
     def _net_dtype(self) -> torch.dtype | None:

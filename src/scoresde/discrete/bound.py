@@ -33,6 +33,7 @@ from scoresde._checks import (
 )
 from scoresde.discrete.chain import check_index
 from scoresde.discrete.kernel import GaussianReverseKernel
+from scoresde.likelihood.bpd import nll_to_bits_per_dim
 
 __all__ = ["normal_kl", "gaussian_log_prob", "discretized_gaussian_log_prob", "check_levels", "prior_kl",
            "vlb_term", "term_from_kernel_output", "vlb", "VLBResult", "bits_per_dim", "DECODERS"]
@@ -177,10 +178,11 @@ def vlb(kernel: GaussianReverseKernel, x0: Tensor, *, generator: torch.Generator
 def bits_per_dim(nats: Tensor, x: Tensor) -> Tensor:
     """Per-sample nats → bits per dimension: nats / (D ln 2), D the number of values per sample of ``x``.
 
-    For a discrete likelihood (the discretised decoder) this is the whole conversion. Continuous
-    densities of dequantised data need the offset of ``scoresde``'s dequantised bits/dim instead.
+    For a discrete likelihood (the discretised decoder) this is the whole conversion:
+    :func:`scoresde.likelihood.nll_to_bits_per_dim`. Continuous densities of dequantised data need the
+    volume terms of the dequantisation as well: :func:`scoresde.likelihood.bits_per_dim`.
     """
-    return nats / (batch_dim(x) * math.log(2))
+    return nll_to_bits_per_dim(nats, batch_dim(x))
 
 
 def _progress(it, enabled: bool):

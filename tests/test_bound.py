@@ -1,6 +1,6 @@
 """The continuous-time bound against exact identities on the Gaussian-mixture oracle.
 
-For the exact score and x_0 ~ p_0 (see scoresde.elbo):   E[L] = H(p_eps) − D ln α(eps) + KL(p_T ‖ π),
+For the exact score and x_0 ~ p_0 (see scoresde.likelihood.bound):   E[L] = H(p_eps) − D ln α(eps) + KL(p_T ‖ π),
 and a score error e(x, t) adds ½ ∫ g² E_{p_t}‖e‖² dt. H and KL are Monte-Carlo averages of exact log-densities.
 The DSM form of the bound has a per-sample std of 10–35 nats here (the ‖z‖²/σ² part that the offset cancels
 only in expectation), hence the large sample sizes; tolerances are 4 standard errors of all estimates combined.
@@ -14,7 +14,7 @@ import torch
 from scipy import integrate
 
 import scoresde as sd
-from scoresde.elbo import bound_offset, nll_bound, nll_bound_terms, prior_term
+from scoresde.likelihood.bound import bound_offset, nll_bound, nll_bound_terms, prior_term
 from scoresde.losses import dsm_loss
 from tests.common import seeded, two_mode_mixture
 
