@@ -153,12 +153,13 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
             load = _load_text()
             if fit < min(target, DEMO_MIN_STEPS):
                 say(f"\nNOT STARTED: at the measured speed only ~{fit} of the {target} training steps fit in the "
-                    f"{_fmt(limit)} limit, fewer than the {DEMO_MIN_STEPS} the model needs to beat the baseline."
+                    f"{_fmt(limit)} limit, fewer than the {DEMO_MIN_STEPS} worth starting (~400 steps barely beat the "
+                    f"baseline)."
                     f"{load} Free some CPU cores, use a GPU, set {MINUTES_ENV}=<minutes> to allow more time, or "
                     f"ask for fewer steps (--steps).")
                 return 1
             say(f"NOTE: at the measured speed about {fit} of the {target} steps fit in the {_fmt(limit)} limit; "
-                f"training will stop there and the model will be weaker than the recorded one.{load} Set "
+                f"training will stop there and the model will be weaker than a full run's.{load} Set "
                 f"{MINUTES_ENV}=<minutes> to allow more time.")
 
     t_setup = time.monotonic() - start
