@@ -5,12 +5,15 @@
 3. trains a noise-conditional ``ConvClassifier`` with ``scoresde.losses.classifier_loss`` and samples each
    class by guidance (``guided_score_fn``), reporting the classifier's accuracy on clean test digits.
 
-PNG grids go to ``--out`` (``controllable_inpaint.png``, ``controllable_classes.png``). Colourisation needs
-colour images; it is demonstrated on the exact 3-channel Gaussian-mixture oracle in the tests instead.
+PNG grids (``controllable_inpaint.png``, ``controllable_classes.png``) go to a new folder
+``outputs/controllable_digits/<date-time>/`` unless ``--out`` names one; a folder that already holds files
+(such as ``docs/img``, where the figures of docs/controllable.md live) needs ``--overwrite``. Colourisation
+needs colour images; it is demonstrated on the exact 3-channel Gaussian-mixture oracle in the tests instead.
 
     python examples/controllable_digits.py            # defaults: for a GPU or a free CPU (~5 s per score-model
                                                       # step was measured on 2 heavily shared CPU cores)
     python examples/controllable_digits.py --quick    # seconds: a smoke run with tiny budgets
+    python examples/controllable_digits.py --out docs/img --overwrite   # regenerate the documentation figures
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from scoresde import config as C
 from scoresde.controllable import ConvClassifier, classifier_log_prob_fn, guided_score_fn, inpaint
 from scoresde.data import load_digits
 from scoresde.losses import classifier_loss
+from scoresde.runtime import configure_threads, output_dir
 from scoresde.sampling import sample_pc
 from scoresde.sde import VPSDE
 from scoresde.train import train
@@ -34,15 +38,25 @@ from scoresde.train import train
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny budgets, for tests (default: off)")
+    p.add_argument("--quick", action="store_true", help="a smoke run with tiny budgets; its images are noise and "
+                                                        "its accuracies near chance (default: off)")
     p.add_argument("--score-steps", type=int, default=3000, help="score-model training steps (default: 3000)")
     p.add_argument("--classifier-steps", type=int, default=1500, help="classifier training steps (default: 1500)")
     p.add_argument("--sample-steps", type=int, default=500, help="predictor-corrector steps (default: 500)")
     p.add_argument("--corrector", default="langevin", help="corrector of the PC sampler (default: langevin)")
     p.add_argument("--scale", type=float, default=2.0, help="guidance scale s (default: 2.0)")
     p.add_argument("--seed", type=int, default=0, help="seed of every generator (default: 0)")
-    p.add_argument("--out", default="docs/img", help="folder for the PNG grids (default: docs/img)")
+    p.add_argument("--out", default=None, help="folder for the PNG grids (default: a new "
+                                               "outputs/controllable_digits/<date-time>)")
+    p.add_argument("--overwrite", action="store_true", help="allow an --out that already holds files; grids of "
+                                                            "the same names are replaced (default: off)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: $SCORESDE_THREADS, else half "
+                                                             "the cores, at most 4)")
     args = p.parse_args(argv)
+    try:
+        args.out = output_dir("controllable_digits", args.out, overwrite=args.overwrite)
+    except FileExistsError as err:
+        p.error(str(err))
     if args.quick:
         # an almost untrained net returns a ~zero score, for which the Langevin step size (∝ 1/‖score‖²)
         # is meaningless: the smoke run uses the predictor alone (25 steps: the VP reverse-diffusion step needs
@@ -88,7 +102,11 @@ def save_grid(images: torch.Tensor, path: str, nrow: int) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    threads = configure_threads(args.threads)
+    if args.quick:
+        print("SMOKE RUN (--quick): 5 training steps per network, so the images are noise and the accuracies near "
+              "chance (0.1); run without --quick for the real figures.")
+    print(f"{threads} CPU thread(s); outputs in {args.out}")
     gen = torch.Generator().manual_seed(args.seed)
     to_model, to_unit = (lambda u: 2 * u - 1), (lambda x: (x + 1) / 2)  # the digits preset is centered
     started = time.time()
@@ -123,6 +141,7 @@ def main(argv=None) -> dict:
     report = {"score_train_s": round(score_time, 1), "classifier_test_accuracy": round(accuracy, 3),
               "guided_label_agreement": round(agree, 3), "total_s": round(time.time() - started, 1)}
     print(report)
+    print(f"figures: {args.out}/controllable_inpaint.png, {args.out}/controllable_classes.png")
     return report
 
 

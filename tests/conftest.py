@@ -1,7 +1,19 @@
 import pytest
 import torch
 
+from scoresde.runtime import configure_threads
 from tests.common import BUILTIN_SDES
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_cpu_thread():
+    """One intra-op CPU thread for the whole session: on a shared 2-core machine it is as fast as two when idle
+    and many times faster when busy (scoresde.runtime), and CPU reductions then run in one fixed order, so results
+    repeat from run to run. A test that needs more sets them itself."""
+    before = torch.get_num_threads()
+    configure_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ def test_controllable_digits_quick(tmp_path):
     spec = importlib.util.spec_from_file_location("controllable_digits", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    report = module.main(["--quick", "--out", str(tmp_path)])
+    report = module.main(["--quick", "--out", str(tmp_path / "figures")])
     for name in ("controllable_inpaint.png", "controllable_classes.png"):
-        assert (tmp_path / name).stat().st_size > 100
+        assert (tmp_path / "figures" / name).stat().st_size > 100
     assert 0.0 <= report["classifier_test_accuracy"] <= 1.0

@@ -279,8 +279,7 @@ def _cmd_demo(args) -> int:
     if args.dry_run:
         print(C.to_toml(cfg))
         return 0
-    run_demo(cfg, outdir=args.outdir, quick=args.quick)
-    return 0
+    return run_demo(cfg, outdir=args.outdir, quick=args.quick, threads=getattr(args, "threads", None))
 
 
 def _cmd_plot(args) -> int:
