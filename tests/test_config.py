@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from scoresde import config as C
+from scoresde.validation import validate
 
 
 def test_every_preset_round_trips_through_dict_and_toml(tmp_path):
@@ -79,7 +80,7 @@ def test_toml_preset_then_tables(tmp_path):
 
 def test_every_preset_is_valid():
     for name in C.PRESETS:
-        assert C.validate(C.preset(name)) == C.preset(name)
+        assert validate(C.preset(name)) == C.preset(name)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -129,21 +130,21 @@ def test_validate_names_field_value_and_what_is_allowed(override, message):
         if torch.cuda.device_count() > 99:
             pytest.skip("this machine has 100 CUDA devices")
     with pytest.raises(C.ConfigError, match=message):
-        C.validate(cfg)
+        validate(cfg)
 
 
 def test_validate_reports_every_problem_at_once_and_skips_what_is_not_used():
     cfg = C.apply_overrides(C.preset("toy2d"), ["training.ckpt_every=0", "sampling.method=x", "eval.probes=0",
                                                 "model.options.nope=1", "optim.lr=-1"])
     with pytest.raises(C.ConfigError, match="5 invalid config values") as info:
-        C.validate(cfg)
+        validate(cfg)
     for field in ("training.ckpt_every", "sampling.method", "eval.probes", "model.options", "optim.lr"):
         assert field in str(info.value)
     # sample / likelihood do not use [training] or [optim]; a user's own network does not use [model]
     with pytest.raises(C.ConfigError, match="3 invalid config values"):
-        C.validate(cfg, training=False)
+        validate(cfg, training=False)
     with pytest.raises(C.ConfigError, match="2 invalid config values"):
-        C.validate(cfg, training=False, model=False)
+        validate(cfg, training=False, model=False)
 
 
 def test_train_validates_before_any_work(tmp_path):

@@ -25,6 +25,7 @@ from scoresde.sampling import (
     sample_pc,
 )
 from scoresde.score import ScoreModel
+from scoresde.validation import validate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,7 +56,7 @@ def oracle(shape):
 
 @pytest.mark.parametrize("name", sorted(C.PRESETS))
 def test_every_preset_samples(name):
-    cfg = C.validate(C.preset(name))  # every name the preset uses exists
+    cfg = validate(C.preset(name))  # every name the preset uses exists
     sc = tiny(cfg.sampling)
     sde = build_sde(cfg.sde)
     shape = (sc.num_samples, *SHAPES[cfg.data.name])
@@ -110,7 +111,7 @@ def test_every_method_passes_every_field(method):
                           corrector_steps=2, levels=3, step_lr=1e-3, order=2, grid="logsnr",
                           solver="rk4" if method == "ode" else "dopri5", eps=2e-3, num_samples=5, rtol=1e-3,
                           atol=1e-3)
-    C.validate(dataclasses.replace(C.Config(), sampling=sc))
+    validate(dataclasses.replace(C.Config(), sampling=sc))
     sde = build_sde(C.SDEConfig(name="vp"))
     shape = (5, 2)
     score = oracle(shape[1:]).score_fn(sde)

@@ -1,7 +1,7 @@
 """The ``scoresde`` command: train, sample, likelihood, plot, show-config, demo.
 
 A thin layer: it resolves a :class:`~scoresde.config.Config` (preset → TOML file → ``--set`` overrides),
-checks it whole (:func:`scoresde.config.validate`), prints it with ``--dry-run``, and calls
+checks it whole (:func:`scoresde.validation.validate`), prints it with ``--dry-run``, and calls
 :func:`scoresde.train.train` or the samplers / likelihood on the EMA weights of a checkpoint.
 Multi-GPU: ``torchrun --nproc_per_node=N -m scoresde.cli train ...``.
 
@@ -141,6 +141,13 @@ def _say(*parts) -> None:
     print(*parts, flush=True)  # flushed: the line must appear before a long computation, even through a pipe
 
 
+def _validate(cfg, **kwargs):
+    """:func:`scoresde.validation.validate`, imported on first use (it imports torch; ``--help`` must not)."""
+    from scoresde.validation import validate
+
+    return validate(cfg, **kwargs)
+
+
 def _from_checkpoint(args):
     """(config, score model with EMA weights, data source, device) of a finished or running training run."""
     from scoresde import checkpoint as ckpt
@@ -153,7 +160,7 @@ def _from_checkpoint(args):
             raise FileNotFoundError(f"no checkpoint in {args.workdir!r}: train first (scoresde train --workdir ...)")
         state, path = found
     trained = C.from_dict(state["config"])
-    cfg = C.validate(C.apply_overrides(trained, args.overrides), training=False)
+    cfg = _validate(C.apply_overrides(trained, args.overrides), training=False)
     if args.dry_run:
         return cfg, None, None, None
 
@@ -256,7 +263,7 @@ def _cmd_likelihood(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    cfg = C.validate(resolve_config(args))
+    cfg = _validate(resolve_config(args))
     if args.dry_run:
         print(C.to_toml(cfg))
         return 0
@@ -275,7 +282,7 @@ def _cmd_train(args) -> int:
 def _cmd_demo(args) -> int:
     from scoresde.demo import demo_config, run_demo
 
-    cfg = C.validate(C.apply_overrides(demo_config(quick=args.quick, steps=args.steps), args.overrides))
+    cfg = _validate(C.apply_overrides(demo_config(quick=args.quick, steps=args.steps), args.overrides))
     if args.dry_run:
         print(C.to_toml(cfg))
         return 0
@@ -305,7 +312,7 @@ def _check_png(path: str) -> None:
 
 
 def _cmd_show_config(args) -> int:
-    print(C.to_toml(C.validate(resolve_config(args))))
+    print(C.to_toml(_validate(resolve_config(args))))
     return 0
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from scoresde._checks import check_choice, check_generator, check_int, check_positive
+from scoresde.analytic import GaussianMixture
 from scoresde.likelihood.bpd import bits_per_dim, uniform_dequantize
 
 __all__ = [
@@ -102,8 +103,6 @@ def _toy_mixture(n, generator):
 
 def toy_mixture():
     """The library's reference 2-D mixture: three modes with unequal weights (0.5, 0.3, 0.2)."""
-    from scoresde.analytic import GaussianMixture
-
     return GaussianMixture([0.5, 0.3, 0.2], [[-2.0, 0.0], [2.0, 1.0], [0.5, -2.5]], [0.4, 0.3, 0.5])
 
 

@@ -34,6 +34,12 @@ import torch
 
 from scoresde import config as C
 from scoresde import data as D
+from scoresde.builders import build_loss, build_model, build_sde, draw_samples
+from scoresde.datastream import load_data
+from scoresde.evaluation import evaluate
+from scoresde.images import save_image_grid
+from scoresde.runtime import configure_threads
+from scoresde.train import train
 
 __all__ = ["demo_config", "run_demo", "DEMO_MAX_MINUTES", "DEMO_MIN_STEPS", "MINUTES_ENV"]
 
@@ -114,13 +120,6 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
     would fit in the time limit (said before training starts), or when the limit passes during sampling or
     the likelihood; 0 otherwise. The figures are written to ``outdir/demo.json`` in every case that trains.
     """
-    from scoresde.builders import build_sde, draw_samples
-    from scoresde.datastream import load_data
-    from scoresde.evaluation import evaluate
-    from scoresde.images import save_image_grid
-    from scoresde.runtime import configure_threads
-    from scoresde.train import train
-
     start = time.monotonic()
     limit = None if quick else _max_minutes(max_minutes) * 60.0
     n_threads = configure_threads(threads)
@@ -295,8 +294,6 @@ def _timed(fn, device, repeats: int, warmup: int = 2) -> float:
 def _measure_speed(cfg: C.Config, sde, shape: tuple, n_test: int, device) -> dict:
     """Seconds per training step, per sampling evaluation and per likelihood evaluation, on a throw-away copy of
     the network with random inputs (a second or two; the global random state is left as it was)."""
-    from scoresde.builders import build_loss, build_model
-
     with torch.random.fork_rng(devices=[]):
         torch.set_rng_state(torch.Generator().manual_seed(0).get_state())  # the throw-away network's weights
         model = build_model(cfg.model, sde, shape).to(device)

@@ -31,8 +31,9 @@ from scoresde import config as C
 from scoresde._checks import check_choice
 from scoresde.builders import build_model, build_sde
 from scoresde.nn.presets import PRESETS
-from scoresde.score import ScoreModel, sde_from_config
+from scoresde.score import ScoreModel
 from scoresde.sde import SDE
+from scoresde.serialize import model_config, model_from_config, sde_from_config
 
 __all__ = ["Run", "load_run", "export_run", "EXPORT_FORMAT"]
 
@@ -105,7 +106,7 @@ def export_run(path: str, out: str, *, weights: str = "ema", step: int | None = 
     os.makedirs(out, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in run.model.state_dict().items()}
     meta = {"format": EXPORT_FORMAT, "step": run.step, "weights": run.weights, "data_shape": list(run.data_shape),
-            "score_model": run.model.config(), "config": C.to_dict(run.config)}
+            "score_model": model_config(run.model), "config": C.to_dict(run.config)}
     safetensors_torch.save_file(tensors, os.path.join(out, _EXPORT_WEIGHTS), metadata={"format": EXPORT_FORMAT})
     tmp = os.path.join(out, _EXPORT_CONFIG + ".tmp")
     with open(tmp, "w") as f:
@@ -179,7 +180,7 @@ def _load_export(path: str, weights: str, map_location, sde=None) -> Run:
     elif type(sde).__name__ != recorded.get("class"):  # sde_config records the class's __name__
         raise ValueError(f"load_run: the export at {path!r} holds a model on an SDE of class {recorded.get('class')}; "
                          f"got sde of class {type(sde).__name__}")
-    model = ScoreModel.from_config(meta["score_model"], sde=sde)
+    model = model_from_config(meta["score_model"], sde=sde)
     model.load_state_dict(tensors)
     cfg = C.from_dict(meta["config"])
     return Run(model.to(map_location).eval(), sde, cfg, int(meta["step"]), weights, tuple(meta["data_shape"]), file)

@@ -134,12 +134,11 @@ def remove_stale_temporaries(workdir: str) -> list[str]:
 
     Call it only while holding :func:`lock_workdir`: a live run's temporaries are not stale.
     """
-    from scoresde.checkpoint import remove_stale_temporaries as remove_checkpoint_temporaries
-
-    removed = remove_checkpoint_temporaries(workdir)
+    # both patterns here, not through scoresde.checkpoint: this module stays stdlib-only (tests/test_rundir.py)
+    removed = []
     if os.path.isdir(workdir):
         for name in sorted(os.listdir(workdir)):
-            if name.startswith(".metrics_") and name.endswith(".tmp"):
+            if name.endswith(".tmp") and name.startswith((".ckpt_", ".metrics_")):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(os.path.join(workdir, name))
                     removed.append(os.path.join(workdir, name))

@@ -37,13 +37,11 @@ the N-step chain sits at t_i = i/(N − 1) (the VP SDE's DDPM discretisation, So
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from scoresde import sde as sde_lib
 from scoresde._checks import append_dims, check_choice, check_int
 
 __all__ = ["ScoreModel", "PARAMETERIZATIONS", "NOISE_CONDS", "discrete_index", "step_index", "ddpm_stds",
@@ -198,57 +196,3 @@ class ScoreModel(nn.Module):
         if self.parameterization == "v":  # ε̂ = (σ x_t + α v̂) / (α² + σ²), score = −ε̂ / σ
             return -(std * x + alpha * out) / (std * (alpha**2 + std**2))
         return (alpha * out - x) / std**2
-
-    # ------------------------------------------------------------------------ save / restore
-    def config(self) -> dict:
-        """A JSON-able description of the pairing: network (preset + kwargs or class + kwargs), SDE
-        (class name + constructor parameters), parameterisation, noise conditioning, discrete_steps.
-
-        Rebuild with :meth:`from_config`; load the weights separately with ``load_state_dict``.
-        """
-        if callable(self.noise_cond_rule):
-            raise ValueError("a ScoreModel with a callable noise_cond cannot be described by a config")
-        net_cfg = getattr(self.net, "network_config", None)
-        if net_cfg is None:
-            raise ValueError(f"{type(self.net).__name__} carries no network_config; build it with "
-                             "scoresde.nn.build_network(preset, **kwargs) to make it restorable")
-        return {"network": dict(net_cfg), "sde": sde_config(self.sde), "parameterization": self.parameterization,
-                "noise_cond": self.noise_cond_rule, "discrete_steps": self.discrete_steps}
-
-    @classmethod
-    def from_config(cls, config: dict, *, sde=None) -> ScoreModel:
-        """Rebuild a ScoreModel from :meth:`config` (``sde=`` overrides the SDE, e.g. a user-defined one)."""
-        from scoresde.nn.presets import build_network
-
-        missing = {"network", "sde", "parameterization", "noise_cond"} - set(config)
-        if missing:
-            raise ValueError(f"ScoreModel config lacks the keys {sorted(missing)}")
-        net_cfg = config["network"]
-        net = build_network(net_cfg["preset"], **net_cfg.get("kwargs", {}))
-        sde = sde if sde is not None else sde_from_config(config["sde"])
-        return cls(net, sde, config["parameterization"], config["noise_cond"],
-                   discrete_steps=config.get("discrete_steps"))
-
-
-def sde_config(sde) -> dict:
-    """``{"class": name, "params": {...}}`` from the SDE's constructor parameters (read back as attributes)."""
-    params = {}
-    for name, p in inspect.signature(type(sde).__init__).parameters.items():
-        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        value = getattr(sde, name, getattr(sde, "_" + name, p.default))
-        if not isinstance(value, (int, float, str, bool, type(None))):
-            raise ValueError(f"cannot describe {type(sde).__name__}.{name}={value!r} in a config; "
-                             "pass sde= to ScoreModel.from_config instead")
-        params[name] = value
-    return {"class": type(sde).__name__, "params": params}
-
-
-def sde_from_config(config: dict):
-    """Rebuild a built-in SDE (``VESDE``, ``VPSDE``, ``SubVPSDE``) from :func:`sde_config`'s dict."""
-    known = {cls.__name__: cls for cls in sde_lib.SDES.values()}
-    name = config.get("class")
-    if name not in known:
-        raise ValueError(f"unknown SDE class {name!r}; built-in ones are {sorted(known)} "
-                         "(pass sde= for your own)")
-    return known[name](**config.get("params", {}))

@@ -427,5 +427,5 @@ class LinearSDE(SDE):
 
 #: The built-in SDEs by their config name (``sde.name``); the one name → SDE table of the library. A config's
 #: SDE is built from it by :func:`scoresde.builders.build_sde`, a serialised one (class name) read back by
-#: :func:`scoresde.score.sde_from_config`.
+#: :func:`scoresde.serialize.sde_from_config`.
 SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}

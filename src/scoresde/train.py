@@ -23,7 +23,7 @@ Your own objects: ``train(cfg, sde=..., model=..., data=...)`` trains a user-wri
 network and data set with the same loop; whatever is not passed is built from the config
 (:func:`build_components`). The config still sets the optimiser, EMA, steps, checkpointing and loss. Each
 checkpoint records which objects were the user's (``"user_objects"``: class names, the SDE's
-:func:`~scoresde.score.sde_config` where it has one, the data's size and a SHA-256 of a data tensor), and a
+:func:`~scoresde.serialize.sde_config` where it has one, the data's size and a SHA-256 of a data tensor), and a
 resume refuses different ones.
 """
 
@@ -54,8 +54,10 @@ from scoresde.ema import EMA
 from scoresde.evaluation import evaluate
 from scoresde.images import save_samples
 from scoresde.plots import INSTALL_HINT, PLOT_NAME, plot_metrics
-from scoresde.score import ScoreModel, sde_config
+from scoresde.score import ScoreModel
 from scoresde.sde import SDE
+from scoresde.serialize import sde_config
+from scoresde.validation import validate
 
 __all__ = ["train", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "DataSource", "load_data",
            "setup_distributed", "lr_at", "MAY_CHANGE_ON_RESUME", "build_components", "describe_user_objects"]
@@ -217,7 +219,7 @@ def describe_user_objects(sde: SDE | None = None, model: nn.Module | None = None
     """What a checkpoint records about the objects passed to :func:`train` (None: built from the config).
 
     ``{"sde": {"class", "module", "sde_config"}, "model": {"class", "module", "network"}, "data": {...}}``;
-    ``sde_config`` is :func:`~scoresde.score.sde_config` (None when a constructor argument is not a plain
+    ``sde_config`` is :func:`~scoresde.serialize.sde_config` (None when a constructor argument is not a plain
     value), ``data`` its kind, number of rows, row shape, and for a tensor its dtype and a SHA-256 prefix.
     Resuming compares the classes by name (not module: a script's ``__main__`` is a notebook's module).
     """
@@ -386,7 +388,7 @@ def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = No
     of the run is readable (nothing is changed), :class:`~scoresde.config.ConfigError` for a config that
     does not match the checkpoint.
     """
-    C.validate(cfg, model=model is None)  # every value checked before any work (a given model: not [model])
+    validate(cfg, model=model is None)  # every value checked before any work (a given model: not [model])
     tc = cfg.training
     device = _device(tc.device, int(os.environ.get("LOCAL_RANK", "0")))
     rank, world, _ = setup_distributed(device.type)

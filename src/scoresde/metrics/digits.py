@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from scoresde.data import DIGITS_LEVELS, load_digits
 from scoresde.metrics.frechet import frechet_distance
 from scoresde.metrics.images import check_images
 from scoresde.metrics.stats import FeatureStats, feature_stats
@@ -109,8 +110,6 @@ def train_digits_classifier(*, generator: torch.Generator | None = None, epochs:
 
 
 def _train(gen: torch.Generator, epochs: int) -> DigitsClassifier:
-    from scoresde.data import DIGITS_LEVELS, load_digits
-
     levels, labels = load_digits("train", levels=True, return_labels=True)
     with torch.device("meta"):
         model = DigitsClassifier()
@@ -193,8 +192,6 @@ _REFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _reference_and_floor(model: DigitsClassifier) -> tuple[FeatureStats, DigitsScores]:
     if model not in _REFERENCE:
-        from scoresde.data import load_digits
-
         with torch.no_grad():
             reference = feature_stats(model.features(load_digits("train")))
         _REFERENCE[model] = (reference, _scores(model, load_digits("test"), reference))
