@@ -133,9 +133,6 @@ class SDE:
         """The reverse-time SDE (eq. 6) or, with ``probability_flow``, the probability-flow ODE (eq. 13)."""
         return ReverseSDE(self, score_fn, probability_flow)
 
-    def check_time(self, t: Tensor, batch: int | None = None, name: str = "t") -> Tensor:
-        return check_time(t, self.T, batch=batch, name=name)
-
 
 class ReverseSDE:
     """dx = [f(x, t) − c g(t)² ∇_x log p_t(x)] dt + [c = 1] g(t) dw̄, with c = 1 (reverse SDE, Song
@@ -196,9 +193,6 @@ class VESDE(SDE):
 
     def sigma(self, t: Tensor) -> Tensor:
         return self.sigma_min * torch.exp(t * self.log_ratio)
-
-    def t_from_sigma(self, sigma: Tensor) -> Tensor:
-        return torch.log(sigma / self.sigma_min) / self.log_ratio
 
     def drift(self, x, t):
         return torch.zeros_like(x)

@@ -39,7 +39,7 @@ from scoresde._checks import append_dims, check_choice, check_int, check_score, 
 from scoresde.score import chain_std, ddpm_stds, discrete_index, step_index
 from scoresde.sde import SDE, ScoreFn
 
-__all__ = ["eps_net_to_score_fn", "score_fn_to_eps_net", "index_to_time", "time_to_index", "STDS"]
+__all__ = ["eps_net_to_score_fn", "score_fn_to_eps_net", "index_to_time", "STDS"]
 
 STDS = ("chain", "interpolate", "sde")
 
@@ -48,12 +48,6 @@ def index_to_time(i: Tensor, num_steps: int, dtype=torch.float32) -> Tensor:
     """t_i = i / (N − 1)."""
     check_int("num_steps", num_steps, minimum=2)
     return i.to(dtype) / (num_steps - 1)
-
-
-def time_to_index(t: Tensor, num_steps: int) -> Tensor:
-    """The fractional index t (N − 1), float like ``t`` (:func:`scoresde.score.discrete_index`)."""
-    check_int("num_steps", num_steps, minimum=2)
-    return discrete_index(t, num_steps)
 
 
 def _std_fn(sde: SDE, num_steps: int, std: str):

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scoresde._checks import append_dims, check_eps, on_cpu
+from scoresde._checks import append_dims, check_eps, check_time, on_cpu
 from scoresde.sde import SDE
 
 __all__ = ["KDiffusionDenoiser", "DenoiserScore", "to_k_diffusion", "from_k_diffusion", "SIGMA_RTOL"]
@@ -142,7 +142,7 @@ class DenoiserScore(nn.Module):
         if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] != x.shape[0]:
             got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"t must be a tensor of shape ({x.shape[0]},) (one time per sample), got {got}")
-        self.sde.check_time(t, batch=x.shape[0])
+        check_time(t, self.sde.T, batch=x.shape[0])
         alpha, std = self.sde.marginal_coeffs(t.to(_wide(t)))
         sigma = (std / alpha).to(x.dtype)
         alpha, std = append_dims(alpha.to(x.dtype), x.ndim), append_dims(std.to(x.dtype), x.ndim)

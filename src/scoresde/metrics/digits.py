@@ -169,9 +169,6 @@ class DigitsQuality:
     samples: DigitsScores
     floor: DigitsScores
 
-    def as_dict(self) -> dict:
-        return {"samples": self.samples.__dict__, "floor": self.floor.__dict__}
-
 
 @torch.no_grad()
 def _scores(model: DigitsClassifier, x: Tensor, reference: FeatureStats) -> DigitsScores:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -44,9 +44,6 @@ class EvalResult:
     dataset_id: str
     resolution: tuple[int, int] | None
     feature_id: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _features_and_logits(feature_fn, images: Tensor) -> tuple[Tensor, Tensor | None]:
