@@ -1,4 +1,4 @@
-"""No silent wrong result from bad input (issue 15, items 1 and 15).
+"""No silent wrong result from bad input.
 
 1. A ``score_fn`` whose result merely broadcasts against x ((B, 1), (1, D), a scalar) used to give finite,
    wrong samples, losses and log-likelihoods; a score that changes shape after the first call slipped past
@@ -225,7 +225,7 @@ def test_score_model_casts_float64_and_float16_data_at_the_adapter():
 
 
 def test_float64_data_through_a_float32_model_in_every_numerical_function():
-    """DESIGN: every public numerical function accepts float64 input."""
+    """Every public numerical function accepts float64 input."""
     model = _random_model()
     x64 = X
     with torch.no_grad():

@@ -95,7 +95,7 @@ def _python(*args, **kw):
 
 
 def test_help_imports_nothing_heavy():
-    """`scoresde --help` parses arguments before any heavy import (issue 16: it took 20 s under load)."""
+    """`scoresde --help` parses arguments before any heavy import (it once took 20 s under load)."""
     out = _python("-X", "importtime", "-m", "scoresde.cli", "--help")
     assert out.returncode == 0 and "usage: scoresde" in out.stdout, out.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time")}

@@ -1,4 +1,4 @@
-"""Issue 6's real-data result: a DDPM trained on the digits beats the per-pixel baseline.
+"""The real-data result: a DDPM trained on the digits beats the per-pixel baseline.
 
 Runs ``benchmarks/discrete_digits.py`` as documented (4000 steps; 10 min on 2 CPU cores). The thresholds
 are statistical: each figure is a mean over the 297 test digits with its standard error (SE), and the claims

@@ -1,6 +1,6 @@
 """The sampling section of every preset runs, and every sampling.method reaches its sampler with every field.
 
-Guards against a preset naming a piece that does not exist (issue 14: ``ncsn_cifar10`` named a corrector
+Guards against a preset naming a piece that does not exist (``ncsn_cifar10`` once named a corrector
 "annealed_langevin" that was registered as "ald", so every NCSN run failed at sampling time). Each preset's
 sampling section runs on tiny shapes with few steps, driven (1) by the exact score of a Gaussian data set
 (the oracle) and (2) by a stand-in network behind the preset's own parameterisation, noise conditioning
@@ -35,7 +35,7 @@ SHAPES = {"mixture": (2,), "digits": (1, 8, 8), "cifar10": (3, 4, 4)}
 
 def tiny(cfg: C.SamplingConfig) -> C.SamplingConfig:
     """The same sampler with few samples and steps. 25 steps: the VP reverse-diffusion predictor needs
-    β(t)·Δt < 1, i.e. more than β_max = 20 steps (issue 14 covers fewer)."""
+    β(t)·Δt < 1, i.e. more than β_max = 20 steps (tests/test_sampling.py covers fewer)."""
     return dataclasses.replace(cfg, num_samples=4, steps=min(cfg.steps, 25) if cfg.method != "annealed_langevin"
                                else 3, levels=min(cfg.levels, 3), rtol=1e-3, atol=1e-3)
 

@@ -233,7 +233,7 @@ def test_nan_during_sampling_names_step_and_time():
 @pytest.mark.parametrize("sde_name", sorted(BUILTIN_SDES))
 @pytest.mark.parametrize("steps", [1, 2, 5, 10, 19])
 def test_pc_runs_at_any_step_count(sde_name, steps):
-    """Issue 14: VP's DDPM step needs β(t)·dt < 1 (≥ 21 steps); below that the discretisation falls back
+    """VP's DDPM step needs β(t)·dt < 1 (≥ 21 steps); below that the discretisation falls back
     to the exact transition's β_i, so PC runs (finite) with the exact score at every step count ≥ 1."""
     sde = BUILTIN_SDES[sde_name]()
     for predictor in ("reverse_diffusion", "ancestral", "euler_maruyama"):
@@ -281,7 +281,7 @@ def test_invalid_discretisation_is_refused_up_front_naming_the_step_count():
 # --------------------------------------------------------------------------- NaN in the final denoise
 @pytest.mark.parametrize("sampler", ["pc", "em", "ald"])
 def test_nan_in_final_denoising_step_is_raised(sampler):
-    """Issue 15: a score that is finite at every call but whose last value makes the Tweedie step overflow
+    """A score that is finite at every call but whose last value makes the Tweedie step overflow
     (σ(eps)² = 4 times 3e38 is inf in float32) must raise, not return inf. (A finite score keeps this test
     independent of how the score's own values are checked.)"""
     sde = sd.VESDE(sigma_min=2.0, sigma_max=50.0)

@@ -1,7 +1,8 @@
 """Training: one loop you can read top to bottom (nanoGPT's train.py is the model).
 
-    lr (linear warm-up) → evaluate / sample / checkpoint when due → for each micro-batch: forward under
-    autocast, per-sample loss, mean, backward → stop on a non-finite loss → clip → Adam step → EMA update → log
+    lr (linear warm-up) → for each micro-batch: forward under autocast, per-sample loss, mean, backward →
+    stop on a non-finite loss → clip → Adam step → EMA update → log → checkpoint → sample → evaluate
+    (the last four when due after the step, on the step just taken)
 
 Reproducibility: every random draw of step ``s`` (which data rows, dequantisation noise, flips, the loss's
 t and noise) comes from generators seeded by ``(seed, s, chunk)``, where a chunk is one micro-batch of one

@@ -11,7 +11,7 @@ space gives a density on the integer scale r = x + U, p_r(r) = p(a·r/L + b)·|a
 
     −log2 P(x) ≤ E_U[−log2 p_r(x + U)] = −(log p(y) + D ln|a|)/ln 2 + D·log2 L,
 
-which per dimension is DESIGN.md's formula bpd = −(log p(y) + D ln|a|)/(D ln 2) + n (the "+ 8" of 8-bit data).
+which per dimension is bpd = −(log p(y) + D ln|a|)/(D ln 2) + n (the "+ 8" of 8-bit data).
 A variational dequantiser q(u|x) replaces E_U by E_q and subtracts log q (:mod:`scoresde.likelihood.dequant`):
 pass ``logp − log_q`` to :func:`bits_per_dim`. A model with a discrete likelihood (the discretised decoder of
 :mod:`scoresde.discrete.bound`) has −log P(x) itself, and its bits/dim is the unit conversion alone,

@@ -3,9 +3,11 @@
 The network is conditioned on the index ``i`` of the noise level σ_i (``noise_cond``: integer-valued tensor
 of shape (B,), 0 ≤ i < num_classes) and returns the score s_θ(x, σ_i) directly (NCSN v1: no 1/σ scaling).
 
-* :class:`CondInstanceNorm2dPlus` — conditional instance normalisation++ (Song & Ermon 2019, eq. in App. B.1):
-  z = γ[i] (x − μ_c)/s_c + β[i] + α[i] (μ_c − m)/v, with μ_c, s_c the per-channel spatial mean and std and
-  m, v the mean and std of μ_c over channels.
+* :class:`CondInstanceNorm2dPlus` — conditional instance normalisation++ (Song & Ermon 2019, eq. in App. B.1),
+  as :meth:`CondInstanceNorm2dPlus.forward` computes it:
+  z = γ[i] ((x − μ_c)/s_c + α[i] (μ_c − m)/v) + β[i], with μ_c, s_c the per-channel spatial mean and std
+  (``F.instance_norm``), m, v the mean and (biased) std of μ_c over channels, and 10⁻⁵ added to both
+  variances. γ[i], β[i], α[i] are rows of one embedding, initialised to γ ~ N(1, 0.02²), β = α = 0.
 * Residual blocks with dilated convolutions (ELU), four RefineNet cascades with residual conv units,
   multi-resolution fusion and chained residual pooling (Lin et al. 2017).
 """
