@@ -3,7 +3,6 @@ import pickle
 import random
 import shutil
 import struct
-import subprocess
 import zipfile
 
 import pytest
@@ -203,23 +202,6 @@ def test_stale_temporaries_are_removed(tmp_path):
     removed = remove_stale_temporaries(str(tmp_path))
     assert [os.path.basename(p) for p in removed] == [".ckpt_abc123.tmp"]
     assert sorted(os.listdir(tmp_path)) == [os.path.basename(keep), "notes.tmp"]
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 2 MiB tmpfs (needs root / CAP_SYS_ADMIN and the mount command), unmounted afterwards."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command to create a small tmpfs")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True,
-                          text=True, timeout=30)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a 2 MiB tmpfs as a full disk: {proc.stderr.strip() or proc.returncode}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=30)
 
 
 def test_disk_full_says_so_and_keeps_the_previous_checkpoint(tiny_disk):

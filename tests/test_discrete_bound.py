@@ -18,27 +18,8 @@ from scoresde.discrete.bound import (
 from scoresde.discrete.chain import DiscreteChain
 from scoresde.discrete.kernel import GaussianReverseKernel
 from scoresde.discrete.schedules import linear_betas
-from tests.common import seeded
-
-
-def mixture():
-    return sd.GaussianMixture([0.3, 0.7], [[-1.0, 0.5], [0.8, -0.6]], [[0.2, 0.1], [0.15, 0.3]])
-
-
-def exact_eps_net(gm, chain):
-    """ε̂(x, i) = −sqrt(1 − ᾱ) ∇ log q(x_{i+1}) with q(x_{i+1}) the mixture perturbed by the chain (exact)."""
-
-    def net(x, i):
-        ab = chain.coeff("alpha_bar", i, x)
-        a, s2 = ab.sqrt()[:, None, None], (1 - ab)[:, None, None]
-        means = a * gm.means.to(x.dtype)[None]
-        var = a**2 * gm.stds.to(x.dtype)[None] ** 2 + s2
-        diff = x[:, None] - means
-        logits = torch.log(gm.weights.to(x.dtype)) - 0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1)
-        score = -(torch.softmax(logits, 1)[..., None] * diff / var).sum(1)
-        return -torch.sqrt(1 - ab)[:, None] * score
-
-    return net
+from tests.common import discrete_mixture as mixture
+from tests.common import exact_eps_net, seeded
 
 
 def toy_net(learned: bool):

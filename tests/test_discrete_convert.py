@@ -12,8 +12,8 @@ import scoresde as sd
 from scoresde.discrete.chain import DiscreteChain
 from scoresde.discrete.convert import STDS, eps_net_to_score_fn, score_fn_to_eps_net
 from scoresde.score import ScoreModel, step_index
-from tests.common import seeded
-from tests.test_discrete_bound import exact_eps_net, mixture
+from tests.common import discrete_mixture as mixture
+from tests.common import exact_eps_net, seeded
 
 
 class _Net(nn.Module):

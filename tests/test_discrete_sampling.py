@@ -20,8 +20,8 @@ from scoresde.discrete.objectives import (
 )
 from scoresde.discrete.sampling import sample_chain
 from scoresde.discrete.schedules import linear_betas
-from tests.common import seeded
-from tests.test_discrete_bound import exact_eps_net, mixture
+from tests.common import discrete_mixture as mixture
+from tests.common import exact_eps_net, seeded
 
 
 # ------------------------------------------------------------------------------------------- objectives

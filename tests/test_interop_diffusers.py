@@ -236,7 +236,7 @@ def test_diffusers_ddim_is_k_euler_through_the_adapters():
     to_k_diffusion(from_diffusers(...)) on σ̃ at the same timesteps are one algorithm (DDIM = Euler in σ̃):
     from the same noise they land on the same samples to float64 round-off."""
     diffusers = needs_diffusers()
-    from tests.test_interop_k_diffusion import sample_euler
+    from tests.common import sample_euler
 
     scheduler = diffusers.DDIMScheduler(num_train_timesteps=N, timestep_spacing="trailing", clip_sample=False,
                                         set_alpha_to_one=False)
@@ -313,7 +313,7 @@ def test_sixteen_images_in_fifty_steps_from_a_diffusers_model():
     """The docs' call: from_diffusers + DPM-Solver++ (50 evaluations), and k-diffusion's Heun through
     to_k_diffusion, on a tiny random UNet (the numbers are noise; the plumbing is what is tested)."""
     diffusers = needs_diffusers()
-    from tests.test_interop_k_diffusion import get_sigmas_karras, sample_heun
+    from tests.common import get_sigmas_karras, sample_heun
 
     score_fn, sde = from_diffusers(tiny_unet(diffusers), diffusers.DDPMScheduler(num_train_timesteps=N))
     res = sd.sample_dpm_solver(score_fn, sde, (16, 3, 8, 8), steps=50, generator=seeded())

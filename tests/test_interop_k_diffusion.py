@@ -1,8 +1,8 @@
 """k-diffusion adapters against the exact Gaussian-mixture oracle (no k-diffusion install needed).
 
-The reference samplers below follow k-diffusion's published algorithms (Karras et al. 2022, Alg. 1 without
-churn; k-diffusion's ``sample_euler`` / ``sample_heun`` and ``get_sigmas_karras``), written here in a few
-lines, so the adapters are tested with the very update rule k-diffusion applies.
+The reference samplers (:mod:`tests.common`) follow k-diffusion's published algorithms (Karras et al. 2022,
+Alg. 1 without churn; k-diffusion's ``sample_euler`` / ``sample_heun`` and ``get_sigmas_karras``), written in
+a few lines, so the adapters are tested with the very update rule k-diffusion applies.
 """
 
 import math
@@ -14,44 +14,18 @@ import scoresde as sd
 from scoresde._checks import check_time
 from scoresde.interop import from_k_diffusion, to_k_diffusion
 from scoresde.sampling.fast import time_grid
-from tests.common import BUILTIN_SDES, OrnsteinUhlenbeck, seeded, two_mode_mixture
+from tests.common import (
+    BUILTIN_SDES,
+    OrnsteinUhlenbeck,
+    get_sigmas_karras,
+    sample_euler,
+    sample_heun,
+    seeded,
+    two_mode_mixture,
+)
 
 ALL_SDES = {**BUILTIN_SDES, "ou_user": OrnsteinUhlenbeck,
             "tabulated": lambda: sd.interop.TabulatedVPSDE(torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0))}
-
-
-# ----------------------------------------------------------------- k-diffusion's algorithms, for reference
-def to_d(x, sigma, denoised):
-    return (x - denoised) / sigma
-
-
-def sample_euler(model, x, sigmas):
-    """k-diffusion's ``sample_euler`` (s_churn = 0): x += (σ_{i+1} − σ_i) (x − D(x, σ_i)) / σ_i."""
-    for i in range(len(sigmas) - 1):
-        d = to_d(x, sigmas[i], model(x, sigmas[i] * x.new_ones(x.shape[0])))
-        x = x + d * (sigmas[i + 1] - sigmas[i])
-    return x
-
-
-def sample_heun(model, x, sigmas):
-    """k-diffusion's ``sample_heun`` (s_churn = 0): Heun's 2nd-order step in σ, Euler into σ = 0."""
-    ones = x.new_ones(x.shape[0])
-    for i in range(len(sigmas) - 1):
-        d = to_d(x, sigmas[i], model(x, sigmas[i] * ones))
-        dt = sigmas[i + 1] - sigmas[i]
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * ones))
-            x = x + (d + d_2) / 2 * dt
-    return x
-
-
-def get_sigmas_karras(n, sigma_min, sigma_max, rho=7.0, dtype=torch.float64):
-    ramp = torch.linspace(0, 1, n, dtype=dtype)
-    min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-    return (max_inv + ramp * (min_inv - max_inv)) ** rho
 
 
 def sigma_space_denoiser(mix, sigma_min=1e-4, sigma_max=1e4):

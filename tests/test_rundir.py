@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -20,36 +19,11 @@ from scoresde.rundir import (
     remove_stale_temporaries,
     trim_metrics,
 )
-
-HOLDER = textwrap.dedent("""
-    import importlib.util, sys, time
-    # load rundir.py alone (stdlib only), not the package, which imports torch: the child starts in ~0.1 s
-    spec = importlib.util.spec_from_file_location("rundir", sys.argv[2])
-    rundir = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rundir)
-    with rundir.lock_workdir(sys.argv[1]):
-        print("locked", flush=True)
-        time.sleep(120)
-""")
-
-
-def _env():
-    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def _start_holder(workdir):
-    import scoresde.rundir
-
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(workdir), scoresde.rundir.__file__],
-                            stdout=subprocess.PIPE, text=True, env=_env())
-    line = proc.stdout.readline()  # blocks until the child holds the lock (or dies)
-    assert line.strip() == "locked", line
-    return proc
+from tests.common import child_env, start_lock_holder
 
 
 def test_lock_held_by_another_process_fails_at_once_and_dies_with_it(tmp_path):
-    holder = _start_holder(tmp_path)
+    holder = start_lock_holder(tmp_path)
     try:
         t0 = time.monotonic()
         with pytest.raises(WorkdirLocked, match=rf"in use by another training run \(pid {holder.pid},"):
@@ -131,14 +105,14 @@ def test_second_train_command_on_a_live_workdir_fails_at_once(tmp_path):
     base = [sys.executable, "-m", "scoresde.cli", "train", "--preset", "toy2d", "--no-progress", "--workdir", str(run),
             "--set", "training.steps=1000000", "--set", "training.batch_size=16", "--set", "model.options.hidden=8",
             "--set", "training.log_every=1", "--set", "training.ckpt_every=20", "--set", "data.toy_size=200"]
-    first = subprocess.Popen(base, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(base, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not list_checkpoints(str(run)):  # a first checkpoint is in place: the run is under way
             assert first.poll() is None, first.stderr.read()
             assert time.monotonic() < deadline, "the first run wrote no checkpoint in 120 s"
             time.sleep(0.05)
-        second = subprocess.run([*base, "--resume"], env=_env(), capture_output=True, text=True, timeout=120)
+        second = subprocess.run([*base, "--resume"], env=child_env(), capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
         assert f"scoresde train: error: {run} is in use by another training run (pid {first.pid}," in second.stderr
         assert first.poll() is None  # the first run carries on

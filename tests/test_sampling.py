@@ -24,8 +24,7 @@ from scoresde.sampling import (
     sample_ode,
     sample_pc,
 )
-from tests.common import BUILTIN_SDES
-from tests.test_sampling_oracle import EPS, MIXTURE, mode_metrics, reference_spread, spread_tolerance, tv_tolerance
+from tests.common import BUILTIN_SDES, EPS, MIXTURE, mode_metrics, reference_spread, spread_tolerance, tv_tolerance
 
 N = 2000
 

@@ -64,7 +64,7 @@ def test_other_ode_methods_match_the_flow(method, kw, tol):
 @pytest.mark.parametrize("sde_name", sorted(BUILTIN_SDES))
 def test_encode_decode_is_identity(sde_name):
     """On the three-mode mixture (nonlinear flow); round trip at rtol = atol = 1e-6 within 1e-3."""
-    from tests.test_sampling_oracle import MIXTURE
+    from tests.common import MIXTURE
 
     sde = BUILTIN_SDES[sde_name]()
     score = MIXTURE.score_fn(sde)

@@ -16,7 +16,6 @@ from scoresde.checkpoint import CheckpointWriteError, CorruptCheckpointError, li
 from scoresde.data import toy_mixture
 from scoresde.rundir import WorkdirLocked
 from scoresde.train import TrainingDiverged, TrainingInterrupted, lr_at, train
-from tests.test_checkpoint import tiny_disk  # noqa: F401 (a fixture: a 2 MiB tmpfs)
 
 QUIET = dict(progress=False, say=lambda *a, **k: None)
 
@@ -217,7 +216,7 @@ def test_no_readable_checkpoint_refuses_and_changes_nothing(tmp_path):
 
 
 def test_a_live_run_locks_the_workdir(tmp_path):
-    from tests.test_rundir import _start_holder
+    from tests.common import start_lock_holder as _start_holder
 
     (tmp_path / ".ckpt_live.tmp").write_bytes(b"the other run is writing this")
     holder = _start_holder(tmp_path)
