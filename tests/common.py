@@ -5,6 +5,7 @@ reference implementations of other libraries' published algorithms, a user-writt
 Test modules import from here, never from one another; fixtures live in ``tests/conftest.py``.
 """
 
+import contextlib
 import functools
 import math
 import os
@@ -31,7 +32,18 @@ def two_mode_mixture():
 
 
 def seeded(seed=1234):
+    """The tests' one seeding style: every random draw a test depends on comes from a generator."""
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def seeded_init(seed=0):
+    """Seeded network initialisation: ``torch.nn``'s initialisers draw from the global generator and take no
+    ``generator=``, so the global one is seeded here, inside ``fork_rng``, which restores its state on exit
+    (the only place where the tests call ``torch.manual_seed``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class OrnsteinUhlenbeck(sd.SDE):

@@ -8,7 +8,7 @@ import scoresde as sd
 from scoresde.controllable import ConvClassifier, MLPClassifier, classifier_log_prob_fn, guided_score_fn
 from scoresde.losses import classifier_loss
 from scoresde.sampling import sample_ode, sample_pc
-from tests.common import seeded, two_mode_mixture
+from tests.common import seeded, seeded_init, two_mode_mixture
 
 F64 = torch.float64
 
@@ -83,8 +83,7 @@ def test_trained_mlp_classifier_approaches_the_exact_posterior():
     """A small MLPClassifier trained 300 Adam steps with classifier_loss gets within 0.05 nats of the
     exact posterior's loss (the Bayes limit) on fresh data; an untrained one is ~0.3 nats above it."""
     mix, sde = two_mode_mixture(), sd.VPSDE()
-    with torch.random.fork_rng():  # seed the initialisation without touching the global RNG state
-        torch.manual_seed(0)
+    with seeded_init(0):
         net = MLPClassifier(2, 2, hidden=64, layers=2).double()
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     gen = seeded(7)

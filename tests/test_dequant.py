@@ -6,7 +6,7 @@ import torch
 
 import scoresde as sd
 from scoresde.likelihood import VariationalDequantizer, dequantized_log_prob
-from tests.common import discretized_mixture_log_prob, seeded
+from tests.common import discretized_mixture_log_prob, seeded, seeded_init
 
 L, A, B = 256, 2.0, -1.0
 W = A / L  # bin width in model space
@@ -20,10 +20,10 @@ def _sharp_mixture():
 
 def test_log_q_is_the_change_of_variables_density():
     """log q(u|x) = log N(e) − log|det ∂u/∂e| for the map e ↦ u, checked with the autograd Jacobian."""
-    torch.manual_seed(0)  # parameters only (tests may seed): a random, untrained flow
-    q = VariationalDequantizer(3, couplings=3, hidden=16).double()
-    for p in q.parameters():
-        torch.nn.init.normal_(p, std=0.3)
+    with seeded_init(0):  # a random, untrained flow
+        q = VariationalDequantizer(3, couplings=3, hidden=16).double()
+        for p in q.parameters():
+            torch.nn.init.normal_(p, std=0.3)
     x = torch.tensor([[0, 100, 255], [17, 18, 19]])
     e = torch.randn(2, 3, generator=seeded(30), dtype=torch.float64)
     u, log_q = q(x, noise=e)
@@ -43,8 +43,8 @@ def test_variational_bound_tighter_than_uniform_on_8bit_mixture():
     u = torch.rand(x.shape, generator=g, dtype=torch.float64)
     uniform = dequantized_log_prob(mix.log_prob, x, u, scale=A, shift=B)
 
-    torch.manual_seed(1)
-    q = VariationalDequantizer(2, hidden=32, couplings=2).double()
+    with seeded_init(1):
+        q = VariationalDequantizer(2, hidden=32, couplings=2).double()
     opt = torch.optim.Adam(q.parameters(), lr=1e-2)
     for _ in range(250):
         u, log_q = q(x, generator=g)

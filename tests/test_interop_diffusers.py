@@ -14,7 +14,7 @@ from torch import nn
 
 import scoresde as sd
 from scoresde.interop import TabulatedVPSDE, from_diffusers, to_k_diffusion
-from tests.common import BUILTIN_SDES, seeded, two_mode_mixture
+from tests.common import BUILTIN_SDES, seeded, seeded_init, two_mode_mixture
 
 N = 1000
 LINEAR_ABAR = torch.cumprod(1 - torch.linspace(1e-4, 0.02, N, dtype=torch.float64), 0)
@@ -259,8 +259,7 @@ def test_diffusers_ddim_is_k_euler_through_the_adapters():
 
 
 def tiny_unet(diffusers, **kw):
-    with torch.random.fork_rng():  # diffusers initialises its weights from the global generator
-        torch.manual_seed(0)
+    with seeded_init(0):  # diffusers initialises its weights from the global generator
         return diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
                                      block_out_channels=(16, 32), norm_num_groups=8,
                                      down_block_types=("DownBlock2D", "AttnDownBlock2D"),

@@ -6,6 +6,7 @@ import torch
 
 from scoresde.nn import PRESETS, DDPMUNet, MLPScoreNet, RefineNet, ScoreUNet, build_network
 from scoresde.nn.layers import fir_downsample, fir_filter, fir_upsample, upfirdn2d
+from tests.common import seeded, seeded_init
 
 # The official counts (score_sde_pytorch configs; fixture README / index.json), Fourier W included.
 OFFICIAL_COUNTS = {
@@ -43,8 +44,8 @@ def test_full_size_presets_have_official_parameter_counts(preset):
 @pytest.mark.parametrize("variant,size", [(v, 8) for v in sorted(VARIANTS)] + [("hires", 16)])
 def test_unet_shapes_dtypes_and_time_dependence(variant, size):
     gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)  # parameter init only (tests may seed; the library never does)
-    net = ScoreUNet(image_size=size, in_channels=2, **VARIANTS[variant]).eval()
+    with seeded_init(0):
+        net = ScoreUNet(image_size=size, in_channels=2, **VARIANTS[variant]).eval()
     x = torch.rand(3, 2, size, size, generator=gen)
     nc = torch.tensor([0.5, 3.0, 20.0])
     for dtype in (torch.float32, torch.float64):
@@ -60,8 +61,8 @@ def test_unet_shapes_dtypes_and_time_dependence(variant, size):
 def test_out_channels_sets_the_output_channels_only(variant):
     """out_channels = 2C (ε and a variance for a learned-variance kernel) for every option combination."""
     size = 16 if variant == "hires" else 8
-    torch.manual_seed(0)  # parameter init only
-    net = ScoreUNet(image_size=size, in_channels=2, out_channels=4, **VARIANTS[variant])
+    with seeded_init(0):
+        net = ScoreUNet(image_size=size, in_channels=2, out_channels=4, **VARIANTS[variant])
     x = torch.rand(3, 2, size, size, generator=torch.Generator().manual_seed(0))
     out = net(x, torch.tensor([0.5, 3.0, 20.0]))
     assert out.shape == (3, 4, size, size) and torch.isfinite(out).all()
@@ -70,22 +71,22 @@ def test_out_channels_sets_the_output_channels_only(variant):
 
 
 def test_gradient_reaches_every_trainable_parameter():
-    torch.manual_seed(0)
-    for net, x, nc in [
-        (ScoreUNet(image_size=8, in_channels=1, num_classes=3, **VARIANTS["hires"]), torch.rand(2, 1, 8, 8),
-         torch.tensor([0.1, 1.0])),
-        (ScoreUNet(image_size=8, in_channels=1, **VARIANTS["residual_out_cat_in"]), torch.rand(2, 1, 8, 8),
-         torch.tensor([0.1, 1.0])),
-        (DDPMUNet(image_size=8, in_channels=1, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
-         torch.rand(2, 1, 8, 8), torch.tensor([1.0, 500.0])),
-        (RefineNet(nf=8, in_channels=1, num_classes=4, image_size=8), torch.rand(2, 1, 8, 8), torch.tensor([0, 3])),
-        (MLPScoreNet(3, hidden=16, layers=2), torch.randn(4, 3), torch.tensor([1.0, 10.0, 100.0, 999.0])),
-    ]:
+    gen = seeded(0)
+    image = lambda: torch.rand(2, 1, 8, 8, generator=gen)  # noqa: E731
+    with seeded_init(0):
+        nets = [ScoreUNet(image_size=8, in_channels=1, num_classes=3, **VARIANTS["hires"]),
+                ScoreUNet(image_size=8, in_channels=1, **VARIANTS["residual_out_cat_in"]),
+                DDPMUNet(image_size=8, in_channels=1, nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)),
+                RefineNet(nf=8, in_channels=1, num_classes=4, image_size=8), MLPScoreNet(3, hidden=16, layers=2)]
+    inputs = [(image(), torch.tensor([0.1, 1.0])), (image(), torch.tensor([0.1, 1.0])),
+              (image(), torch.tensor([1.0, 500.0])), (image(), torch.tensor([0, 3])),
+              (torch.randn(4, 3, generator=gen), torch.tensor([1.0, 10.0, 100.0, 999.0]))]
+    for net, (x, nc) in zip(nets, inputs, strict=True):
         # zero-initialised read-outs (MLP) and near-zero last convs block gradients to earlier layers at
         # init; perturb every parameter so that each one's gradient is generically non-zero.
         with torch.no_grad():
             for p in net.parameters():
-                p.add_(0.1 * torch.randn_like(p))
+                p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
         labels = torch.tensor([0, 2]) if getattr(net, "class_emb", None) is not None else None
         out = net(x, nc) if labels is None else net(x, nc, labels)
         (out**2).sum().backward()
@@ -97,22 +98,22 @@ def test_gradient_reaches_every_trainable_parameter():
 
 
 def test_presets_build_and_run_small():
-    torch.manual_seed(0)
-    digits = build_network("digits")
-    assert digits(torch.rand(5, 1, 8, 8), torch.rand(5) * 999).shape == (5, 1, 8, 8)
+    gen = seeded(0)
+    with seeded_init(0):
+        digits, mlp = build_network("digits"), build_network("mlp", dim=5)
+        mnist = build_network("small", image_size=28, in_channels=1, nf=16)
+        ncsn = RefineNet(nf=8, in_channels=3, num_classes=10, image_size=16)
+    assert digits(torch.rand(5, 1, 8, 8, generator=gen), torch.rand(5, generator=gen) * 999).shape == (5, 1, 8, 8)
     assert digits.network_config == {"preset": "digits", "kwargs": {}}
-    mnist = build_network("small", image_size=28, in_channels=1, nf=16)
-    assert mnist(torch.rand(2, 1, 28, 28), torch.rand(2) * 999).shape == (2, 1, 28, 28)
-    mlp = build_network("mlp", dim=5)
-    assert mlp(torch.randn(7, 5), torch.rand(7)).shape == (7, 5)
-    ncsn = RefineNet(nf=8, in_channels=3, num_classes=10, image_size=16)
-    assert ncsn(torch.rand(2, 3, 16, 16), torch.tensor([0, 9])).shape == (2, 3, 16, 16)
+    assert mnist(torch.rand(2, 1, 28, 28, generator=gen), torch.rand(2, generator=gen) * 999).shape == (2, 1, 28, 28)
+    assert mlp(torch.randn(7, 5, generator=gen), torch.rand(7, generator=gen)).shape == (7, 5)
+    assert ncsn(torch.rand(2, 3, 16, 16, generator=gen), torch.tensor([0, 9])).shape == (2, 3, 16, 16)
 
 
 def test_bf16_autocast_and_channels_last():
-    torch.manual_seed(0)
-    net = ScoreUNet(image_size=8, in_channels=3, **VARIANTS["ncsnpp"]).eval()
-    x, nc = torch.rand(2, 3, 8, 8), torch.tensor([0.3, 2.0])
+    with seeded_init(0):
+        net = ScoreUNet(image_size=8, in_channels=3, **VARIANTS["ncsnpp"]).eval()
+    x, nc = torch.rand(2, 3, 8, 8, generator=seeded(0)), torch.tensor([0.3, 2.0])
     ref = net(x, nc)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = net(x, nc)
@@ -174,8 +175,8 @@ def test_presets_table_is_complete():
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
-    torch.manual_seed(0)
-    net = ScoreUNet(image_size=8, in_channels=1, **VARIANTS["ncsnpp"]).eval()
-    x, nc = torch.rand(2, 1, 8, 8), torch.tensor([0.3, 2.0])
+    with seeded_init(0):
+        net = ScoreUNet(image_size=8, in_channels=1, **VARIANTS["ncsnpp"]).eval()
+    x, nc = torch.rand(2, 1, 8, 8, generator=seeded(0)), torch.tensor([0.3, 2.0])
     compiled = torch.compile(net)
     torch.testing.assert_close(compiled(x, nc), net(x, nc), rtol=1e-4, atol=1e-4 * net(x, nc).abs().max().item())

@@ -11,7 +11,7 @@ import scoresde as sd
 from scoresde.nn import build_network
 from scoresde.score import ScoreModel
 from scoresde.serialize import model_config, model_from_config
-from tests.common import two_mode_mixture
+from tests.common import seeded, seeded_init, two_mode_mixture
 
 
 class OracleNet(nn.Module):
@@ -87,14 +87,14 @@ def test_discrete_vp_std_is_the_ddpm_table():
 
 
 def test_config_round_trip_rebuilds_the_same_score_fn():
-    torch.manual_seed(0)
-    model = ScoreModel(build_network("digits", nf=16), sd.VPSDE(beta_min=0.2, beta_max=15.0), "x0", "999t")
+    with seeded_init(0):
+        model = ScoreModel(build_network("digits", nf=16), sd.VPSDE(beta_min=0.2, beta_max=15.0), "x0", "999t")
     cfg = json.loads(json.dumps(model_config(model)))
     assert cfg["sde"] == {"class": "VPSDE", "params": {"beta_min": 0.2, "beta_max": 15.0}}
     assert cfg["network"] == {"preset": "digits", "kwargs": {"nf": 16}}
     rebuilt = model_from_config(cfg)
     rebuilt.load_state_dict(model.state_dict())
-    x, t = torch.rand(3, 1, 8, 8), torch.tensor([0.1, 0.5, 0.9])
+    x, t = torch.rand(3, 1, 8, 8, generator=seeded(0)), torch.tensor([0.1, 0.5, 0.9])
     torch.testing.assert_close(rebuilt.eval()(x, t), model.eval()(x, t), rtol=0, atol=0)
     # a user-defined SDE is passed explicitly
     assert isinstance(model_from_config(cfg, sde=MyVP()).sde, MyVP)

@@ -18,7 +18,7 @@ from scoresde.checkpoint import list_checkpoints, load_checkpoint
 from scoresde.losses import dsm_loss
 from scoresde.run import load_run
 from scoresde.train import DataSource, build_components, train
-from tests.common import OrnsteinUhlenbeck, two_mode_mixture
+from tests.common import OrnsteinUhlenbeck, seeded_init, two_mode_mixture
 
 QUIET = dict(progress=False, say=lambda *a, **k: None)
 
@@ -63,8 +63,7 @@ def user_data(n=300):
 
 
 def user_model(sde, seed=0):
-    with torch.random.fork_rng(devices=[]):  # a test may seed; here only the network's initial weights
-        torch.manual_seed(seed)
+    with seeded_init(seed):
         return sd.ScoreModel(TimeMLP(), sde, parameterization="eps", noise_cond="999t")
 
 
