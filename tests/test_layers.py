@@ -1,4 +1,4 @@
-"""The import directions of the package, read from the source with ``ast`` (nothing is imported).
+"""The import directions of the package (and of the tests), read from the source with ``ast``.
 
 The package is a stack of layers. A module may import modules of its own group (a subpackage, or a
 top-level module) and of groups in lower layers, never of a group in its own or a higher layer, so every
@@ -130,3 +130,14 @@ def test_optional_packages_are_imported_lazily():
     eager = [f"{m}:{line} imports {target} at the top" for m, line, target, top in IMPORTS
              if top and target.split(".")[0] in OPTIONAL]
     assert not eager, "\n".join(eager)
+
+
+def test_no_test_module_imports_another():
+    """Shared oracles and helpers live in tests/common.py and fixtures in tests/conftest.py."""
+    found = []
+    for path in sorted(SRC.parents[1].joinpath("tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}:{node.lineno} imports {n}" for n in names if n.startswith("tests.test_")]
+    assert not found, "\n".join(found)
