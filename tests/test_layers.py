@@ -88,7 +88,7 @@ def imports():
         top = set(map(id, top_level(tree.body)))
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for target in imported(node, module, path.name == "__init__.py"):
+                for target in dict.fromkeys(imported(node, module, path.name == "__init__.py")):  # once each
                     out.append((module, node.lineno, target, id(node) in top))
     return out
 
