@@ -11,7 +11,8 @@ What it does, top to bottom:
    number of steps (4000), showing progress; the time limit bounds the *whole* demo, so training stops
    early only when the machine is slower than planned, and the demo says so;
 4. draws 64 digits with the predictor–corrector sampler and 64 with the probability-flow ODE from the
-   EMA weights and writes them side by side with 64 real test digits (``samples.png``);
+   EMA weights and writes them side by side with 64 real test digits (``samples.png``, each panel titled
+   with its sampler and number of score evaluations when matplotlib is installed);
 5. computes the test-set bits/dim through the probability-flow ODE (exact likelihood of the dequantised
    data, Song et al. 2021, App. D) and compares it with an independent per-pixel histogram baseline,
    which a model of the digits must beat;
@@ -117,7 +118,7 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
     from scoresde.builders import build_sde, draw_samples
     from scoresde.datastream import load_data
     from scoresde.evaluation import evaluate
-    from scoresde.images import save_image_grid
+    from scoresde.images import save_image_grid, titles_drawable
     from scoresde.runtime import configure_threads
     from scoresde.train import train
 
@@ -190,8 +191,10 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
         ode = draw_samples(_Watched(model, "sampling 2/2 (ODE)", sde, ode_cfg.eps, say, deadline, reverse=True),
                            sde, ode_cfg, (n, 1, 8, 8), generator=_gen(device, 2), device=device)
         to_unit = D.get_inverse_scaler(cfg.data.centered)
+        labels = [f"PC sampler, {pc.nfe} evaluations", f"probability-flow ODE, {ode.nfe} evaluations",
+                  "real test digits"]
         grid_path = save_image_grid([to_unit(pc.x.cpu()), to_unit(ode.x.cpu()), real],
-                                      os.path.join(outdir, "samples.png"))
+                                    os.path.join(outdir, "samples.png"), titles=labels)
         t_sample = time.monotonic() - start - t_setup - t_train
         say(f"sampling done in {_fmt(t_sample)}: {grid_path}")
         watched = _Watched(model, "bits/dim", sde, cfg.eval.eps, say, deadline, reverse=False,
@@ -218,7 +221,8 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
     verdict = "beats" if beats else "does NOT beat"
     say(f"\ntest bits/dim (probability-flow ODE, {n_test} digits): {bpd:.3f}")
     say(f"independent per-pixel histogram baseline:                {baseline:.3f}  -> the model {verdict} it")
-    say(f"samples (left: PC sampler, {pc.nfe} evaluations | middle: ODE, {ode.nfe} | right: real): {grid_path}")
+    say(f"samples (left: {labels[0]} | middle: {labels[1]} | right: {labels[2]}"
+        f"{'' if titles_drawable() else '; unlabelled: pip install scoresde[plot] for titles'}): {grid_path}")
     say(f"loss plot: {loss_path or 'skipped (pip install scoresde[plot])'}")
     say(f"checkpoints and metrics.jsonl: {run_dir}; figures: {os.path.join(outdir, 'demo.json')}")
     say(f"wall time {_fmt(figures['seconds_total'])} (set-up and timing {t_setup:.0f} s, train {t_train:.0f} s for "
