@@ -42,3 +42,10 @@ def test_without_matplotlib_the_titled_grid_is_the_plain_one(tmp_path, monkeypat
 def test_titles_must_be_one_string_per_grid(tmp_path, titles):
     with pytest.raises(ValueError, match=r"titles must be a list of 3 string\(s\), one per grid"):
         save_image_grid(PANELS, str(tmp_path / "x.png"), titles=titles)
+
+
+def test_nrow_sets_the_images_per_row(tmp_path):
+    grid = read_image(save_image_grid(PANELS[0], str(tmp_path / "row.png"), nrow=4))  # one row of 4 digits
+    assert grid.shape[1:] == (36, 138)  # 32 + 2·2 high, 4·32 + 5·2 wide
+    with pytest.raises(ValueError, match="nrow must be None or an integer >= 1, got 0"):
+        save_image_grid(PANELS[0], str(tmp_path / "x.png"), nrow=0)

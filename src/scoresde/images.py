@@ -26,12 +26,13 @@ MIN_SIDE = 32
 
 
 def save_image_grid(images: Tensor | list, path: str, *, upscale: int | None = None,
-                    titles: list[str] | None = None) -> str:
+                    titles: list[str] | None = None, nrow: int | None = None) -> str:
     """Save images ``(B, C, H, W)`` in [0, 1] as one square grid, or a list of such batches as grids side by
     side separated by a white gap, and return ``path``.
 
     ``upscale``: integer nearest-neighbour enlargement; None enlarges until each image is at least
     :data:`MIN_SIDE` pixels a side (8×8 digits: 4×), so small images are readable.
+    ``nrow``: images per row of every grid (default: square grids).
     ``titles``: one label per grid (e.g. the sampler and its number of score evaluations), written above it
     with matplotlib (the ``plot`` extra), at the grids' own pixel size; without matplotlib the same grids
     are saved unlabelled (:func:`titles_drawable` says which will happen).
@@ -42,6 +43,8 @@ def save_image_grid(images: Tensor | list, path: str, *, upscale: int | None = N
     if not panels or any(not isinstance(p, Tensor) or p.ndim != 4 for p in panels):
         raise ValueError("images must be a tensor (B, C, H, W) or a non-empty list of them, got "
                          f"{[tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in panels]}")
+    if nrow is not None and (isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1):
+        raise ValueError(f"nrow must be None or an integer >= 1, got {nrow!r}")
     if titles is not None and (isinstance(titles, str) or len(titles) != len(panels)
                                or not all(isinstance(t, str) for t in titles)):
         raise ValueError(f"titles must be a list of {len(panels)} string(s), one per grid, got {titles!r}")
@@ -51,7 +54,8 @@ def save_image_grid(images: Tensor | list, path: str, *, upscale: int | None = N
     for p in panels:
         p = torch.nn.functional.interpolate(p.detach().float().cpu().clamp(0, 1), scale_factor=upscale,
                                             mode="nearest")
-        grids.append(make_grid(p, nrow=max(int(math.sqrt(p.shape[0])), 1), padding=2, pad_value=0.5))
+        per_row = nrow if nrow is not None else max(int(math.sqrt(p.shape[0])), 1)
+        grids.append(make_grid(p, nrow=per_row, padding=2, pad_value=0.5))
     height = max(g.shape[1] for g in grids)
     gap = torch.ones(grids[0].shape[0], height, 4 * upscale)
     row = []
