@@ -117,6 +117,7 @@ class SamplingConfig:
     grid: str = "time_quadratic"  # dpm_solver: time_quadratic | time_uniform | logsnr | edm
     solver: str = "dopri5"  # ode: dopri5 (adaptive, rtol/atol) or another adaptive / fixed-step method
     eps: float = 1e-3  # last time of the grid
+    variance: str = "analytic"  # ancestral (and pc with predictor=ancestral): analytic | beta | beta_tilde
     num_samples: int = 64
     rtol: float = 1e-5  # ode
     atol: float = 1e-5  # ode
@@ -523,6 +524,14 @@ def _check_sampling(c: SamplingConfig, problems: list) -> None:
     _int(problems, "sampling.num_samples", c.num_samples, 1)
     _num(problems, "sampling.rtol", c.rtol, 0.0, lo_open=True)
     _num(problems, "sampling.atol", c.atol, 0.0, lo_open=True)
+    _check_sampling_variance(c, problems)
+
+
+def _check_sampling_variance(c: SamplingConfig, problems: list) -> None:
+    """``sampling.variance``: the noise variance of an ancestral step (``ancestral_variance``)."""
+    from scoresde.sampling.steps import ANCESTRAL_VARIANCES
+
+    _choice(problems, "sampling.variance", c.variance, ANCESTRAL_VARIANCES)
 
 
 def _check_eval(c: EvalConfig, problems: list) -> None:
