@@ -10,10 +10,11 @@ PNG grids (``controllable_inpaint.png``, ``controllable_classes.png``) go to a n
 (such as ``docs/img``, where the figures of docs/controllable.md live) needs ``--overwrite``. Colourisation
 needs colour images; it is demonstrated on the exact 3-channel Gaussian-mixture oracle in the tests instead.
 
-    python examples/controllable_digits.py            # defaults: for a GPU or a free CPU (~5 s per score-model
-                                                      # step was measured on 2 heavily shared CPU cores)
+    python examples/controllable_digits.py            # defaults: for a GPU or a free CPU (0.33 s per
+                                                      # score-model step on 2 CPU cores shared at load 7)
     python examples/controllable_digits.py --quick    # seconds: a smoke run with tiny budgets
-    python examples/controllable_digits.py --out docs/img --overwrite   # regenerate the documentation figures
+    python examples/controllable_digits.py --score-steps 1000 --classifier-steps 300 --sample-steps 200 \
+        --ema-decay 0.99 --threads 1 --out docs/img --overwrite   # the documentation figures (~6 min, 2 cores)
 """
 
 from __future__ import annotations
