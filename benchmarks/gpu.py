@@ -64,7 +64,7 @@ QUICK_NET = dict(nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,),
 #: dense peak TFLOP/s by GPU name fragment: (bf16 tensor core, TF32 tensor core). SXM parts, vendor data sheets.
 PEAK_TFLOPS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0), "L40S": (362.0, 183.0),
                "A10": (125.0, 62.5), "V100": (125.0, 15.7)}
-EPS_T = 1e-5  # training's smallest time (DESIGN: training draws t from [1e-5, 1])
+EPS_T = 1e-5  # training's smallest time: training draws t from [1e-5, 1]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 import json
 import time
+import types
 
 import pytest
 import torch
@@ -50,16 +51,54 @@ def test_watched_score_is_the_model_and_enforces_the_deadline():
         late(x, t)
 
 
-def test_train_progress_shows_rows_as_progress_and_hides_chunk_banners():
+def test_train_watch_shows_progress_and_ends_training_when_the_next_step_would_not_fit():
+    """The trainer's on_step of the demo: a progress line on the first and the last step (lines are at most every
+    few seconds in between); with a deadline, True once the reserve plus one step no longer fits before it."""
     said = []
-    progress = demo._TrainProgress(100, said.append)
-    progress("training 10 parameters on cpu")
-    progress("training 10 parameters on cpu")  # the next chunk's banner (the demo resumes in chunks)
-    progress("resumed from run/ckpt_000000050.pt at step 50")
-    progress(json.dumps({"step": 100, "loss": 0.5, "lr": 1e-3}))
-    progress("something else")
-    assert said[0] == "training 10 parameters on cpu" and len(said) == 3
-    assert said[1].startswith("  train: step 100/100 (100%)") and said[2] == "something else"
+    watch = demo._TrainWatch(100, said.append, rate=0.01)
+    assert not watch(1, 0.5, 0.01) and not watch(2, 0.3, 0.02)
+    assert not watch(100, 0.1, 1.0)  # the last step: no deadline, never True
+    assert len(said) == 2 and said[0].startswith("  train: step 1/100 (1%), loss 0.5")
+    assert said[1].startswith("  train: step 100/100 (100%), loss 0.2")  # the mean over the steps since the last line
+    roomy = demo._TrainWatch(100, said.append, deadline=time.monotonic() + 60, reserve=10.0, rate=1.0)
+    assert not roomy(1, 0.5, 1.0)  # 60 s left, 10 s reserved: a step of 1 s fits
+    tight = demo._TrainWatch(100, said.append, deadline=time.monotonic() + 10.5, reserve=10.0, rate=1.0)
+    assert tight(1, 0.5, 1.0)  # 10.5 s left, 10 s reserved: a step of 1 s does not
+
+
+def test_demo_trains_once_through_on_step_and_says_when_the_limit_cut_it(monkeypatch, tmp_path):
+    """One train() call: the demo's on_step ends it early when the limit comes near (TIME LIMIT, exit status 1 when
+    the weak model then fails), and the cut is said; the trainer's JSON rows are not printed."""
+    pytest.importorskip("sklearn")
+    calls, said, clock = [], [], [1000.0]
+    monkeypatch.setattr(demo, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))  # the demo's clock
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(cfg, *, on_step, say, progress, **kw):
+        calls.append(kw)
+        say('{"step": 1, "loss": 1.0}')
+        say("training 10 parameters")
+        step = 0
+        while step < cfg.training.steps:
+            step += 1
+            clock[0] += 0.2  # a step takes 0.2 s: twice the measured 0.1 s
+            if on_step(step, 1.0, 0.2 * step):
+                break
+        raise Stop(step)
+
+    monkeypatch.setattr("scoresde.train.train", fake_train)
+    monkeypatch.setattr(demo, "_measure_speed", lambda *a: {"step": 0.1, "forward": 1e-3, "vjp": 1e-5})
+    # 2 minutes: ~1140 of 4000 steps fit at the measured 0.1 s per step (a NOTE, training goes ahead); at the true
+    # 0.2 s per step the watch ends training before 600 steps (120 s less the small reserve)
+    with pytest.raises(Stop) as stopped:
+        demo.run_demo(demo.demo_config(), outdir=str(tmp_path), max_minutes=2, threads=1, say=said.append)
+    assert len(calls) == 1 and not calls[0].get("resume")  # one call, no chunked resumes
+    assert 500 < stopped.value.args[0] < 600, stopped.value.args  # the watch ended training, before the deadline
+    assert clock[0] < 1000.0 + 120
+    assert "training 10 parameters" in said and not any(s.startswith('{"step"') for s in said)
+    assert any(s.startswith("NOTE: at the measured speed about") for s in said)
 
 
 @pytest.mark.slow  # ~30 s on 2 shared cores: the whole pipeline with 3 training steps
@@ -70,3 +109,12 @@ def test_quick_demo_runs_and_exits_0(tmp_path, capsys):
     figures = json.loads((tmp_path / "demo.json").read_text())
     assert figures["steps"] == 3 and figures["quick"] and (tmp_path / "samples.png").stat().st_size > 100
     assert "SMOKE RUN" in capsys.readouterr().out
+
+
+def test_cli_passes_max_minutes_and_refuses_a_bad_one(monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda cfg, **kw: seen.update(kw) or 0)
+    assert main(["demo", "--max-minutes", "7.5"]) == 0 and seen["max_minutes"] == 7.5
+    with pytest.raises(SystemExit) as err:
+        main(["demo", "--max-minutes", "0"])
+    assert err.value.code == 2 and "must be a positive number of minutes, got 0.0" in capsys.readouterr().err

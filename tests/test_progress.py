@@ -10,6 +10,7 @@ import torch
 import tqdm.auto
 
 import scoresde as sd
+from scoresde import config as C
 from scoresde.controllable import inpaint, inpaint_smc
 from scoresde.discrete import DiscreteChain, GaussianReverseKernel
 from scoresde.discrete.sampling import sample_chain
@@ -107,3 +108,34 @@ def test_progress_bar_helper(bars):
     assert bars[0].n == 3 and bars[0].desc.startswith("counting")
     with pytest.raises(TypeError, match="set_progress takes True, False or None, got 0"):
         set_progress(0)
+
+
+def _train_toy(tmp_path, progress):
+    from scoresde.train import train
+
+    cfg = C.apply_overrides(C.preset("toy2d"), [
+        f"training.workdir={tmp_path}", "training.batch_size=16", "model.options.hidden=8", "model.options.layers=1",
+        "training.steps=5", "training.log_every=1", "training.ckpt_every=100", "data.toy_size=64"])
+    return train(cfg, progress=progress, say=lambda *a, **k: None)
+
+
+def test_training_bar_counts_the_steps_and_the_switch_turns_it_off(bars, tmp_path):
+    _train_toy(tmp_path / "on", True)
+    assert len(bars) == 1 and bars[0].total == 5 and bars[0].n == 5 and bars[0].desc.startswith("train")
+    sd.set_progress(False)
+    _train_toy(tmp_path / "off", True)
+    assert len(bars) == 1  # no second tqdm object
+
+
+def test_likelihood_bar_counts_the_solves_and_the_switch_turns_it_off(bars):
+    from scoresde.likelihood.evaluate import evaluate_nll
+
+    data = [torch.randint(0, 4, (3, 2), generator=seeded(0)) for _ in range(2)]
+    run = lambda p: evaluate_nll(score, SDE, data, levels=4, scale=0.5, shift=-0.75, repeats=2, rtol=1e-2, atol=1e-2,  # noqa: E731
+                                 generator=seeded(1), max_batches=2, progress=p)
+    run(True)
+    assert len(bars) == 1 and bars[0].total == 4 and bars[0].n == 4
+    run(False)
+    sd.set_progress(False)
+    run(True)
+    assert len(bars) == 1

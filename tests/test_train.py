@@ -16,6 +16,7 @@ from scoresde.checkpoint import CheckpointWriteError, CorruptCheckpointError, li
 from scoresde.data import toy_mixture
 from scoresde.rundir import WorkdirLocked
 from scoresde.train import TrainingDiverged, TrainingInterrupted, lr_at, train
+from tests.common import seeded_init
 
 QUIET = dict(progress=False, say=lambda *a, **k: None)
 
@@ -301,8 +302,8 @@ class SignallingScore(nn.Module):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finishes_the_step_checkpoints_and_resume_is_bit_exact(tmp_path, signum):
     sets = ["training.steps=11", "training.log_every=4", "training.ckpt_every=100"]
-    torch.manual_seed(0)  # the stand-in's initial weights (the trainer seeds only the models it builds)
-    init = SignallingScore(signum, at=0).state_dict()
+    with seeded_init(0):  # the stand-in's initial weights (the trainer seeds only the models it builds)
+        init = SignallingScore(signum, at=0).state_dict()
     reference = SignallingScore(signum, at=0)
     reference.load_state_dict(init)
     ref = train(toy_cfg(tmp_path / "ref", *sets), model=reference, **QUIET)
@@ -371,3 +372,23 @@ def test_bf16_autocast_and_compile_on_cuda(tmp_path):
     assert next(result.model.parameters()).is_cuda
     losses = torch.tensor([v for _, v in result.losses])
     assert torch.isfinite(losses).all() and losses[-5:].mean() < losses[:5].mean()
+
+
+def test_on_step_ends_training_after_that_step_with_a_checkpoint(tmp_path):
+    """on_step sees every step (1, 2, ...) with its loss; True at step 4 ends the run there, as max_seconds does:
+    a checkpoint of step 4, and resuming continues from it."""
+    seen = []
+
+    def on_step(step, loss, elapsed):
+        seen.append((step, loss, elapsed))
+        return step == 4 or None
+
+    cfg = toy_cfg(tmp_path / "run", "training.steps=10", "training.ckpt_every=100")
+    res = train(cfg, on_step=on_step, **QUIET)
+    assert res.step == 4 and [s for s, _, _ in seen] == [1, 2, 3, 4]
+    assert [loss for _, loss, _ in seen] == [loss for _, loss in res.losses]  # the step's own loss
+    assert all(b >= a >= 0 for (_, _, a), (_, _, b) in zip(seen, seen[1:], strict=False))  # elapsed, increasing
+    assert [os.path.basename(p) for p in list_checkpoints(tmp_path / "run")] == ["ckpt_000000004.pt"]
+    assert train(cfg, resume=True, **QUIET).step == 10
+    with pytest.raises(TypeError, match="on_step must be None or a callable"):
+        train(toy_cfg(tmp_path / "other", "training.steps=1"), on_step=3, **QUIET)

@@ -73,8 +73,10 @@ def build_loss(cfg: C.LossConfig):
 
 # --------------------------------------------------------------------------------------------- samplers
 def _pc(score_fn, sde, shape, cfg, **common):
+    # sampling.variance is the ancestral predictor's keyword; the other predictors take none
+    kwargs = {"variance": cfg.variance} if cfg.predictor == "ancestral" else None
     return S.sample_pc(score_fn, sde, shape, steps=cfg.steps, predictor=cfg.predictor, corrector=cfg.corrector,
-                       snr=cfg.snr, corrector_steps=cfg.corrector_steps, **common)
+                       snr=cfg.snr, corrector_steps=cfg.corrector_steps, predictor_kwargs=kwargs, **common)
 
 
 def _euler_maruyama(score_fn, sde, shape, cfg, **common):
@@ -82,7 +84,7 @@ def _euler_maruyama(score_fn, sde, shape, cfg, **common):
 
 
 def _ancestral(score_fn, sde, shape, cfg, **common):
-    return S.sample_ancestral(score_fn, sde, shape, steps=cfg.steps, **common)
+    return S.sample_ancestral(score_fn, sde, shape, steps=cfg.steps, variance=cfg.variance, **common)
 
 
 def _annealed_langevin(score_fn, sde, shape, cfg, **common):

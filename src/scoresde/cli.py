@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -35,6 +36,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def _positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {value}")
     return value
 
 
@@ -116,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training steps (default: the demo's tuned value, capped by a wall-time budget)")
     p.add_argument("--quick", action="store_true", help="a few steps only, to check that everything runs "
                                                        "(default: off)")
+    p.add_argument("--max-minutes", type=_positive_minutes, default=None, metavar="M",
+                   help="limit on the wall time of the whole demo (default: $SCORESDE_DEMO_MINUTES, else 20)")
     _add_set(p)
     p.add_argument("--dry-run", action="store_true", help="print the demo's config and exit (default: off)")
     _add_threads(p, argparse.SUPPRESS)
@@ -286,7 +299,8 @@ def _cmd_demo(args) -> int:
     if args.dry_run:
         print(C.to_toml(cfg))
         return 0
-    return run_demo(cfg, outdir=args.outdir, quick=args.quick, threads=getattr(args, "threads", None))
+    return run_demo(cfg, outdir=args.outdir, quick=args.quick, max_minutes=args.max_minutes,
+                    threads=getattr(args, "threads", None))
 
 
 def _cmd_plot(args) -> int:

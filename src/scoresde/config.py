@@ -116,6 +116,7 @@ class SamplingConfig:
     grid: str = "time_quadratic"  # dpm_solver: time_quadratic | time_uniform | logsnr | edm
     solver: str = "dopri5"  # ode: dopri5 (adaptive, rtol/atol) or another adaptive / fixed-step method
     eps: float = 1e-3  # last time of the grid
+    variance: str = "analytic"  # ancestral (and pc with predictor=ancestral): analytic | beta | beta_tilde
     num_samples: int = 64
     rtol: float = 1e-5  # ode
     atol: float = 1e-5  # ode

@@ -11,7 +11,8 @@ What it does, top to bottom:
    number of steps (4000), showing progress; the time limit bounds the *whole* demo, so training stops
    early only when the machine is slower than planned, and the demo says so;
 4. draws 64 digits with the predictor–corrector sampler and 64 with the probability-flow ODE from the
-   EMA weights and writes them side by side with 64 real test digits (``samples.png``);
+   EMA weights and writes them side by side with 64 real test digits (``samples.png``, each panel titled
+   with its sampler and number of score evaluations when matplotlib is installed);
 5. computes the test-set bits/dim through the probability-flow ODE (exact likelihood of the dequantised
    data, Song et al. 2021, App. D) and compares it with an independent per-pixel histogram baseline,
    which a model of the digits must beat;
@@ -37,7 +38,7 @@ from scoresde import data as D
 from scoresde.builders import build_loss, build_model, build_sde, draw_samples
 from scoresde.datastream import load_data
 from scoresde.evaluation import evaluate
-from scoresde.images import save_image_grid
+from scoresde.images import save_image_grid, titles_drawable
 from scoresde.runtime import configure_threads
 from scoresde.train import train
 
@@ -165,8 +166,11 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
                 f"{MINUTES_ENV}=<minutes> to allow more time.")
 
     t_setup = time.monotonic() - start
-    progress = _TrainProgress(target, say)
-    result, slow = _train_within(cfg, start, limit, speed, est, progress, train)
+    deadline = None if limit is None else start + limit
+    watch = _TrainWatch(target, say, deadline=deadline, reserve=_RESERVE * (est["sample"] + est["bpd"]),
+                        rate=speed["step"] * 1.05)
+    result = train(cfg, progress=False, say=_without_rows(say), on_step=watch)
+    slow = watch.slow
     t_train = time.monotonic() - start - t_setup
     cut_short = result.step < target
     if cut_short:
@@ -174,11 +178,10 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
         say(f"TIME LIMIT: training stopped at step {result.step} of {target}, to leave time for sampling and "
             f"bits/dim ({why}).{_load_text()}")
     else:
-        say(f"training done: {result.step} steps in {_fmt(progress.elapsed())}")
+        say(f"training done: {result.step} steps in {_fmt(watch.elapsed)}")
 
     model, real = result.ema.module.eval(), D.load_digits("test")[: cfg.sampling.num_samples]
     n = cfg.sampling.num_samples
-    deadline = None if limit is None else start + limit
     try:
         pc_cfg = cfg.sampling
         pc = draw_samples(_Watched(model, "sampling 1/2 (PC)", sde, pc_cfg.eps, say, deadline, reverse=True),
@@ -187,8 +190,10 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
         ode = draw_samples(_Watched(model, "sampling 2/2 (ODE)", sde, ode_cfg.eps, say, deadline, reverse=True),
                            sde, ode_cfg, (n, 1, 8, 8), generator=_gen(device, 2), device=device)
         to_unit = D.get_inverse_scaler(cfg.data.centered)
+        labels = [f"PC sampler, {pc.nfe} evaluations", f"probability-flow ODE, {ode.nfe} evaluations",
+                  "real test digits"]
         grid_path = save_image_grid([to_unit(pc.x.cpu()), to_unit(ode.x.cpu()), real],
-                                      os.path.join(outdir, "samples.png"))
+                                    os.path.join(outdir, "samples.png"), titles=labels)
         t_sample = time.monotonic() - start - t_setup - t_train
         say(f"sampling done in {_fmt(t_sample)}: {grid_path}")
         watched = _Watched(model, "bits/dim", sde, cfg.eval.eps, say, deadline, reverse=False,
@@ -215,7 +220,8 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
     verdict = "beats" if beats else "does NOT beat"
     say(f"\ntest bits/dim (probability-flow ODE, {n_test} digits): {bpd:.3f}")
     say(f"independent per-pixel histogram baseline:                {baseline:.3f}  -> the model {verdict} it")
-    say(f"samples (left: PC sampler, {pc.nfe} evaluations | middle: ODE, {ode.nfe} | right: real): {grid_path}")
+    say(f"samples (left: {labels[0]} | middle: {labels[1]} | right: {labels[2]}"
+        f"{'' if titles_drawable() else '; unlabelled: pip install scoresde[plot] for titles'}): {grid_path}")
     say(f"loss plot: {loss_path or 'skipped (pip install scoresde[plot])'}")
     say(f"checkpoints and metrics.jsonl: {run_dir}; figures: {os.path.join(outdir, 'demo.json')}")
     say(f"wall time {_fmt(figures['seconds_total'])} (set-up and timing {t_setup:.0f} s, train {t_train:.0f} s for "
@@ -234,41 +240,6 @@ def run_demo(cfg: C.Config, *, outdir: str = "demo_out", quick: bool = False, ma
         say(f"FAILED: the model does not beat the baseline ({why}).")
         return 1
     return 0
-
-
-# --------------------------------------------------------------------------------------------- training
-def _train_within(cfg: C.Config, start: float, limit: float | None, speed: dict, est: dict, progress, train):
-    """Train ``cfg.training.steps`` steps, or as many as the time limit allows; returns (TrainResult, slowdown).
-
-    Without a limit: one call of the trainer. With one: chunks of about a minute, each resuming the last
-    (the trainer resumes bit for bit, so the result is that of one run); before each chunk the speed of the
-    last one re-plans how many steps still fit, keeping back the time that sampling and bits/dim will need at
-    that speed. ``slowdown`` is the last chunk's seconds per step over the first chunk's (at least 1).
-    """
-    if limit is None:
-        return train(cfg, progress=False, say=progress), 1.0
-    target, step, result = cfg.training.steps, 0, None
-    first = rate = speed["step"] * 1.05  # seconds per step: the first chunk's measured rate, then the last one's
-    while step < target:
-        slow = max(rate / first, 1.0)  # how much slower the machine has become since the first chunk
-        left = start + limit - time.monotonic() - _RESERVE * slow * (est["sample"] + est["bpd"])
-        fit = int(left / rate) if left > 0 else 0
-        if fit < 1:
-            break
-        end = min(target, step + min(fit, max(50, int(60.0 / rate))))
-        chunk = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, steps=end))
-        began = time.monotonic()
-        result = train(chunk, resume=step > 0, progress=False, say=progress)
-        rate = (time.monotonic() - began) / max(result.step - step, 1)
-        if step == 0:
-            # the trainer's own overheads (data, logging, checkpoints, per-chunk set-up) are part of its rate, not
-            # a slowdown: the first chunk sets the reference
-            first = max(rate, first)
-        step = result.step
-    if result is None:  # not even one step fitted (the up-front check makes this unlikely): train one
-        result = train(dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, steps=1)),
-                       progress=False, say=progress)
-    return result, max(1.0, rate / first)
 
 
 # --------------------------------------------------------------------------------------------- timing
@@ -350,39 +321,58 @@ def _load_text() -> str:
 
 
 # --------------------------------------------------------------------------------------------- progress
-class _TrainProgress:
-    """The trainer's ``say``: turns its JSON log rows into a progress line with an estimate of the time left,
-    at most every few seconds; passes every other message through."""
+def _without_rows(say):
+    """The trainer's ``say`` for the demo: its JSON log rows are left out (:class:`_TrainWatch` shows progress)."""
 
-    def __init__(self, total: int, say):
-        self.total, self.say, self.started, self.last = total, say, time.monotonic(), -math.inf
-        self.banner = False
+    def filtered(message, *args, **kwargs):
+        if not str(message).startswith('{"step"'):
+            say(message, *args, **kwargs)
 
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
+    return filtered
 
-    def __call__(self, message, *args, **kwargs):
-        text = str(message)
-        if text.startswith("resumed from"):  # the demo's own chunks (see _train_within)
-            return
-        if text.startswith("training "):
-            if not self.banner:
-                self.banner = True
-                self.say(message, *args, **kwargs)
-            return
-        if not text.startswith('{"step"'):
-            self.say(message, *args, **kwargs)
-            return
-        row = json.loads(text)
-        if "loss" not in row:
-            return
-        step, now = row["step"], time.monotonic()
-        if now - self.last < _PROGRESS_SECONDS and step < self.total:
-            return
-        self.last = now
-        left = self.elapsed() / step * (self.total - step)
-        self.say(f"  train: step {step}/{self.total} ({100 * step / self.total:.0f}%), loss {row['loss']:.4g}, "
-                 f"{_fmt(self.elapsed())} elapsed, ~{_fmt(left)} left")
+
+class _TrainWatch:
+    """The trainer's ``on_step`` for the demo: a progress line (steps, mean loss, time elapsed and left) at
+    most every few seconds, and with a deadline the re-planning that ends training in time for sampling and
+    bits/dim.
+
+    The seconds per step are re-measured over windows of about half a minute (starting from ``rate``, the
+    speed measured before training; the first window's rate, which includes the trainer's own overheads,
+    becomes the reference). ``slow`` = the latest rate over the reference (at least 1): the time kept back
+    for sampling and bits/dim, ``reserve`` at the reference speed, grows by that factor. Training ends (the
+    hook returns True) once the next step would not fit before ``deadline`` minus that reserve.
+    """
+
+    _WINDOW_SECONDS, _WINDOW_STEPS = 30.0, 20
+
+    def __init__(self, total: int, say, *, deadline: float | None = None, reserve: float = 0.0, rate: float = 0.0):
+        self.total, self.say, self.deadline, self.reserve = total, say, deadline, reserve
+        self.rate = self.first = rate  # seconds per step: the latest window's, and the reference
+        self.slow, self.elapsed, self.last = 1.0, 0.0, -math.inf
+        self._window, self._measured, self._losses = (0, 0.0), False, []
+
+    def __call__(self, step: int, loss: float, elapsed: float) -> bool:
+        self.elapsed = elapsed
+        self._losses.append(loss)
+        s0, e0 = self._window
+        if elapsed - e0 >= self._WINDOW_SECONDS and step - s0 >= self._WINDOW_STEPS:
+            self.rate = (elapsed - e0) / (step - s0)
+            if not self._measured:  # the first window sets the reference
+                self._measured, self.first = True, max(self.rate, self.first)
+            self._window = (step, elapsed)
+        self.slow = max(self.rate / self.first, 1.0) if self.first > 0 else 1.0
+        stop = False
+        if self.deadline is not None and step < self.total:
+            stop = self.deadline - time.monotonic() - self.reserve * self.slow < self.rate
+        now = time.monotonic()
+        if now - self.last >= _PROGRESS_SECONDS or step >= self.total or stop:
+            self.last = now
+            mean = sum(self._losses) / len(self._losses)
+            self._losses = []
+            left = elapsed / step * (self.total - step)
+            self.say(f"  train: step {step}/{self.total} ({100 * step / self.total:.0f}%), loss {mean:.4g}, "
+                     f"{_fmt(elapsed)} elapsed, ~{_fmt(left)} left")
+        return stop
 
 
 class _Watched:

@@ -1,10 +1,10 @@
 """Progress bars: one helper for every long loop, and one switch that turns them all off.
 
-Every long loop of the library (the samplers today) shows a ``tqdm.auto`` bar — a widget in notebooks, text
-on stderr elsewhere — when its caller passes ``progress=True``. :func:`set_progress` (``False``) or the
-environment variable ``SCORESDE_PROGRESS=0`` turns every bar off, whatever the callers pass. With a bar off,
-no tqdm object is created at all, so nothing is printed (no ``TqdmWarning`` in a notebook without widgets)
-and tqdm is not even imported.
+Every long loop of the library (the samplers, training, likelihood over a data set) shows a ``tqdm.auto``
+bar — a widget in notebooks, text on stderr elsewhere — when its caller passes ``progress=True``.
+:func:`set_progress` (``False``) or the environment variable ``SCORESDE_PROGRESS=0`` turns every bar off,
+whatever the callers pass. With a bar off, no tqdm object is created at all, so nothing is printed (no
+``TqdmWarning`` in a notebook without widgets) and tqdm is not even imported.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -55,12 +55,13 @@ from scoresde.ema import EMA
 from scoresde.evaluation import evaluate
 from scoresde.images import save_samples
 from scoresde.plots import INSTALL_HINT, PLOT_NAME, plot_metrics
+from scoresde.progress import NullBar, progress_bar
 from scoresde.score import ScoreModel
 from scoresde.sde import SDE
 from scoresde.serialize import sde_config
 from scoresde.validation import validate
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "DataSource", "load_data",
+__all__ = ["train", "OnStep", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "DataSource", "load_data",
            "setup_distributed", "lr_at", "MAY_CHANGE_ON_RESUME", "build_components", "describe_user_objects"]
 
 # Config fields that may differ between a checkpoint and the run that resumes it: how long and how the run
@@ -105,6 +106,10 @@ class TrainResult:
     step: int
     losses: list  # (step, mean loss) for every step run in this call
     workdir: str
+
+
+#: ``on_step(step, loss, elapsed_seconds) -> bool | None`` of :func:`train`: True ends training after that step.
+OnStep = Callable[[int, float, float], "bool | None"]
 
 
 # --------------------------------------------------------------------------------------------- components
@@ -357,7 +362,8 @@ def _may_change_text() -> str:
 
 def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None, data: UserData | None = None,
           resume: bool = False, stop_after: int | None = None, max_seconds: float | None = None,
-          allow_config_change: bool = False, progress: bool = True, say=print) -> TrainResult:
+          allow_config_change: bool = False, progress: bool = True, say=print,
+          on_step: OnStep | None = None) -> TrainResult:
     """Train the score model described by ``cfg`` in ``cfg.training.workdir``, or your own SDE, network and data.
 
     ``sde``: an instance of a :class:`~scoresde.sde.SDE` subclass (yours or a built-in one) used by the loss and
@@ -382,6 +388,16 @@ def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = No
     (``os._exit``, like a kill) once that many steps have run — used to test resumption. ``max_seconds``
     ends training early (with a checkpoint) once that much wall time has passed.
 
+    ``progress``: a ``tqdm.auto`` bar counting the steps (a widget in notebooks, text on stderr elsewhere),
+    unless :func:`scoresde.set_progress` / ``SCORESDE_PROGRESS=0`` turns bars off. Every ``log_every`` steps
+    a row goes to ``metrics.jsonl``; it is also printed (``say``) as a JSON line when no bar is shown, or
+    when stderr is not a terminal outside a notebook (a log file then still holds the numbers).
+
+    ``on_step(step, loss, elapsed_seconds)``: called on rank 0 after each optimisation step with the number
+    of steps done, that step's loss and the wall seconds since training started in this call. Returning
+    ``True`` ends training after that step, with a checkpoint, exactly as ``max_seconds`` does (every
+    process stops at the same step); ``None`` or ``False`` goes on.
+
     Raises :class:`~scoresde.rundir.WorkdirLocked` when another run holds the workdir,
     :class:`TrainingDiverged` on a non-finite loss or model output, :class:`TrainingInterrupted` after
     SIGINT / SIGTERM (once the checkpoint of the step in progress is written), ``FileExistsError`` for an
@@ -389,6 +405,9 @@ def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = No
     of the run is readable (nothing is changed), :class:`~scoresde.config.ConfigError` for a config that
     does not match the checkpoint.
     """
+    if on_step is not None and not callable(on_step):
+        raise TypeError(f"train: on_step must be None or a callable (step, loss, elapsed_seconds) -> bool | None, "
+                        f"got {type(on_step).__name__}")
     validate(cfg, model=model is None)  # every value checked before any work (a given model: not [model])
     tc = cfg.training
     device = _device(tc.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -402,11 +421,11 @@ def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = No
                     f"{', '.join(os.path.basename(p) for p in removed)}")
         signals = stack.enter_context(_stop_signals())
         return _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_seconds, progress, say,
-                      device, rank, world, signals)
+                      device, rank, world, signals, on_step)
 
 
 def _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_seconds, progress, say, device, rank,
-           world, signals) -> TrainResult:
+           world, signals, on_step) -> TrainResult:
     tc, oc = cfg.training, cfg.optim
     master = rank == 0
     say = say if master else (lambda *a, **k: None)
@@ -444,9 +463,9 @@ def _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_s
     say(f"training {sum(p.numel() for p in raw_model.parameters()):,} parameters on {device} × {world} process(es), "
         f"steps {step}..{tc.steps}, batch {tc.batch_size} = {world} × {tc.grad_accum} × {micro}")
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=tc.steps, initial=step, disable=not (progress and master and sys.stderr.isatty()), desc="train")
+    bar = progress_bar(tc.steps, "train", progress and master, initial=step)
+    # the log rows are printed where no bar shows them: no bar, or a stderr that is a file (not a notebook)
+    print_rows = isinstance(bar, NullBar) or not (sys.stderr.isatty() or _in_notebook())
     losses, last_ckpt, started = [], None, time.monotonic()
     recent = recent[-tc.log_every:]  # the losses of the current logging window (restored on resume)
     end = tc.steps
@@ -488,7 +507,8 @@ def _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_s
         losses.append((step, loss_value))
         recent = [*recent, loss_value][-tc.log_every:]
         bar.update(1)
-        late, signum = _should_stop(started, max_seconds, signals, world, device)
+        asked = bool(master and on_step is not None and on_step(step, loss_value, time.monotonic() - started))
+        late, signum = _should_stop(started, max_seconds, signals, world, device, asked)
         if late:
             end = step  # finish this step as the last one (log, checkpoint, sample, evaluate)
         # log, checkpoint, sample, evaluate
@@ -496,7 +516,7 @@ def _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_s
             row = {"step": step, "loss": sum(recent) / len(recent), "lr": optimizer.param_groups[0]["lr"]}
             rundir.append_metrics(metrics_path, row)
             bar.set_postfix(loss=f"{loss_value:.4g}")
-            if bar.disable:
+            if print_rows:
                 say(json.dumps(row))
         if master and (step % tc.ckpt_every == 0 or step == end or signum):
             last_ckpt = ckpt.save_checkpoint(_state(step, raw_model, ema, optimizer, cfg, recent, user, data.shape),
@@ -595,10 +615,17 @@ def _seeded_build(cfg: C.Config, sde, data_shape: tuple) -> nn.Module:
         return build_model(cfg.model, sde, data_shape)
 
 
-def _should_stop(started: float, max_seconds: float | None, signals: list, world: int, device) -> tuple[bool, int]:
-    """(out of time, signal number or 0), agreed by all processes (the maximum over them), so none waits
-    forever for another that stopped. One process: no tensor, no synchronisation."""
-    late = max_seconds is not None and time.monotonic() - started > max_seconds
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (where tqdm.auto draws a widget although stderr is no terminal)."""
+    return "ipykernel" in sys.modules
+
+
+def _should_stop(started: float, max_seconds: float | None, signals: list, world: int, device,
+                 asked: bool = False) -> tuple[bool, int]:
+    """(end now, signal number or 0), agreed by all processes (the maximum over them), so none waits forever
+    for another that stopped. "End now": out of time, or ``asked`` (rank 0's ``on_step`` returned True).
+    One process: no tensor, no synchronisation."""
+    late = asked or (max_seconds is not None and time.monotonic() - started > max_seconds)
     signum = signals[0] if signals else 0
     if world > 1:
         flags = torch.tensor([float(late), float(signum)], device=device)

@@ -23,6 +23,7 @@ from scoresde.nn.presets import NETWORKS
 from scoresde.nn.presets import PRESETS as NETWORK_PRESETS
 from scoresde.sampling import CORRECTORS, PREDICTORS
 from scoresde.sampling.fast import GRIDS
+from scoresde.sampling.steps import ANCESTRAL_VARIANCES
 from scoresde.score import NOISE_CONDS, PARAMETERIZATIONS
 from scoresde.sde import SDES
 
@@ -196,6 +197,7 @@ def _check_sampling(c: C.SamplingConfig, problems: list) -> None:
     _int(problems, "sampling.num_samples", c.num_samples, 1)
     _num(problems, "sampling.rtol", c.rtol, 0.0, lo_open=True)
     _num(problems, "sampling.atol", c.atol, 0.0, lo_open=True)
+    _choice(problems, "sampling.variance", c.variance, ANCESTRAL_VARIANCES)  # the ancestral step's noise
 
 
 def _check_eval(c: C.EvalConfig, problems: list) -> None:

@@ -20,6 +20,7 @@ from torch import Tensor
 from scoresde._checks import batch_dim, check_generator, check_int
 from scoresde.likelihood.bpd import bits_per_dim, num_levels, to_model_space, uniform_dequantize
 from scoresde.likelihood.ode import log_likelihood
+from scoresde.progress import progress_bar
 from scoresde.sde import SDE, ScoreFn
 
 __all__ = ["NLLResult", "evaluate_nll"]
@@ -64,18 +65,18 @@ def evaluate_nll(score_fn: ScoreFn, sde: SDE, data: Iterable, *, n_bits: int | N
 
     ``data`` yields tensors of levels 0..L−1 (or tuples whose first item is one), e.g. a DataLoader over
     ``transforms.PILToTensor()`` images; model space is y = scale·u + shift. ``device`` moves each batch
-    there (none by default). ``progress``: a tqdm bar (default: only when stderr is a terminal).
+    there (none by default). ``progress``: a ``tqdm.auto`` bar counting the likelihood solves (default: only
+    when stderr is a terminal); :func:`scoresde.set_progress` (``False``) or ``SCORESDE_PROGRESS=0`` turns it
+    off whatever is passed here.
     """
     check_int("repeats", repeats)
     check_generator(generator)
     if dequantizer is not None and not callable(dequantizer):
         raise TypeError(f"dequantizer must be None or a callable x -> (u, log_q), got {type(dequantizer).__name__}")
     L = num_levels(n_bits, levels)
-    from tqdm.auto import tqdm  # core dependency, imported on use
-
     show = sys.stderr.isatty() if progress is None else progress
     per_sample, nfes = [], []
-    bar = tqdm(total=None if max_batches is None else max_batches * repeats, disable=not show, desc="bpd")
+    bar = progress_bar(None if max_batches is None else max_batches * repeats, "bpd", show)
     for i, batch in enumerate(data):
         if max_batches is not None and i >= max_batches:
             break
