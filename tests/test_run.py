@@ -79,3 +79,15 @@ def test_export_round_trip(toy_run, tmp_path, gen):
 
 def result_config(workdir):
     return C.from_dict(load_checkpoint(list_checkpoints(workdir)[-1])["config"])
+
+
+def test_export_command_round_trip(toy_run, tmp_path, gen):
+    pytest.importorskip("safetensors", reason="exports need the optional safetensors package (scoresde[export])")
+    from scoresde.cli import main
+
+    workdir, result = toy_run
+    out = str(tmp_path / "cli_export")
+    assert main(["export", "--workdir", workdir, "--out", out, "--step", "3"]) == 0
+    run = load_run(out)
+    assert run.step == 3 and run.weights == "ema"
+    assert main(["export", "--workdir", workdir, "--out", out]) == 2  # an existing export is never written over

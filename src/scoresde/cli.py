@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="run directory holding metrics.jsonl (required)")
     p.add_argument("--out", default=None, help="PNG file to write (default: WORKDIR/metrics.png)")
 
+    p = sub.add_parser("export", help="write a run's weights as model.safetensors plus config.json (read back with "
+                                      "scoresde.load_run; needs pip install 'scoresde[export]')")
+    p.add_argument("--workdir", required=True, help="run directory to export (required)")
+    p.add_argument("--out", required=True, help="new or empty folder to write (required)")
+    p.add_argument("--weights", choices=("ema", "model"), default="ema",
+                   help="EMA (what the papers evaluate) or raw weights (default: %(default)s)")
+    p.add_argument("--step", type=_positive_int, default=None,
+                   help="the checkpoint of this step (default: the newest readable one)")
+
     p = sub.add_parser("show-config", help="print a resolved config as TOML")
     _add_config_args(p)
 
@@ -325,6 +334,14 @@ def _check_png(path: str) -> None:
         raise C.ConfigError(f"--out {path!r}: the plot is a PNG image; use a file ending in .png")
 
 
+def _cmd_export(args) -> int:
+    from scoresde.run import export_run
+
+    out = export_run(args.workdir, args.out, weights=args.weights, step=args.step)
+    _say(f"exported the {args.weights} weights of {args.workdir} to {out} (model.safetensors, config.json)")
+    return 0
+
+
 def _cmd_show_config(args) -> int:
     print(C.to_toml(_validate(resolve_config(args))))
     return 0
@@ -335,6 +352,7 @@ _COMMANDS = {
     "sample": _cmd_sample,
     "likelihood": _cmd_likelihood,
     "plot": _cmd_plot,
+    "export": _cmd_export,
     "show-config": _cmd_show_config,
     "demo": _cmd_demo,
 }
