@@ -9,6 +9,7 @@ import torch
 import scoresde as sd
 from scoresde import config as C
 from scoresde.builders import draw_samples
+from scoresde.validation import validate
 from tests.common import seeded
 
 SDE = sd.VPSDE()
@@ -20,7 +21,7 @@ def score(x, t):  # the exact score of N(0, I) data under VP: every p_t is N(0, 
 
 def _draw(**fields):
     cfg = dataclasses.replace(C.SamplingConfig(), steps=50, **fields)
-    C.validate(C.Config(sampling=cfg), training=False, model=False)
+    validate(C.Config(sampling=cfg), training=False, model=False)
     return draw_samples(score, SDE, cfg, (2000, 2), generator=seeded(0), device=None).x
 
 
@@ -44,4 +45,4 @@ def test_the_field_changes_the_draw_as_the_variances_say():
 
 def test_unknown_variance_is_refused_naming_the_field():
     with pytest.raises(C.ConfigError, match=r"unknown sampling.variance 'tilde'; choose one of \['analytic', "):
-        C.validate(C.apply_overrides(C.preset("toy2d"), ["sampling.variance=tilde"]))
+        validate(C.apply_overrides(C.preset("toy2d"), ["sampling.variance=tilde"]))
