@@ -88,7 +88,7 @@ def test_demo_trains_once_through_on_step_and_says_when_the_limit_cut_it(monkeyp
                 break
         raise Stop(step)
 
-    monkeypatch.setattr("scoresde.train.train", fake_train)
+    monkeypatch.setattr(demo, "train", fake_train)  # the demo imports train at its top
     monkeypatch.setattr(demo, "_measure_speed", lambda *a: {"step": 0.1, "forward": 1e-3, "vjp": 1e-5})
     # 2 minutes: ~1140 of 4000 steps fit at the measured 0.1 s per step (a NOTE, training goes ahead); at the true
     # 0.2 s per step the watch ends training before 600 steps (120 s less the small reserve)
