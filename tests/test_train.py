@@ -230,23 +230,24 @@ def test_a_live_run_locks_the_workdir(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".ckpt_live.tmp", "train.lock"]  # the live run's files untouched
 
 
-class ExplodingScore(nn.Module):
-    """Finite for the first ``good`` calls, then finite but so large (1e30) that the float32 loss overflows."""
+class TurnsBadScore(nn.Module):
+    """Finite for the first ``good`` calls, then multiplied by ``factor``: 1e30 (finite, but the float32 loss
+    overflows) or NaN (diverged weights)."""
 
-    def __init__(self, good):
+    def __init__(self, good, factor):
         super().__init__()
-        self.lin, self.calls, self.good = nn.Linear(2, 2), 0, good
+        self.lin, self.calls, self.good, self.factor = nn.Linear(2, 2), 0, good, factor
 
     def forward(self, x, t):
         self.calls += 1
         out = self.lin(x)
-        return out * 1e30 if self.calls > self.good else out
+        return out * self.factor if self.calls > self.good else out
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     message = r"loss is inf at step 4; stopping. Last good checkpoint: .*ckpt_000000003.pt"
     with pytest.raises(TrainingDiverged, match=message):
-        train(toy_cfg(tmp_path, "training.steps=10"), model=ExplodingScore(good=4), **QUIET)
+        train(toy_cfg(tmp_path, "training.steps=10"), model=TurnsBadScore(good=4, factor=1e30), **QUIET)
     paths = list_checkpoints(str(tmp_path))
     assert [os.path.basename(p) for p in paths] == ["ckpt_000000003.pt"]
     state = load_checkpoint(paths[-1])
@@ -264,23 +265,10 @@ def test_disk_full_during_training_keeps_the_last_checkpoints(tiny_disk):  # noq
     assert not [n for n in os.listdir(tiny_disk) if n.endswith(".tmp")]
 
 
-class NaNScore(nn.Module):
-    """Finite for the first ``good`` calls, then NaN (diverged weights)."""
-
-    def __init__(self, good):
-        super().__init__()
-        self.lin, self.calls, self.good = nn.Linear(2, 2), 0, good
-
-    def forward(self, x, t):
-        self.calls += 1
-        out = self.lin(x)
-        return out * float("nan") if self.calls > self.good else out
-
-
 def test_nan_model_output_is_training_diverged(tmp_path):
     message = r"the model's output is NaN at step 4; stopping. Last good checkpoint: .*ckpt_000000003.pt"
     with pytest.raises(TrainingDiverged, match=message):
-        train(toy_cfg(tmp_path, "training.steps=10"), model=NaNScore(good=4), **QUIET)
+        train(toy_cfg(tmp_path, "training.steps=10"), model=TurnsBadScore(good=4, factor=float("nan")), **QUIET)
     assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["ckpt_000000003.pt"]
     assert [s for s, _ in metric_losses(tmp_path)] == [1, 2, 3, 4]  # nothing written after the bad step
 
