@@ -1,6 +1,6 @@
 """The four papers' claims, measured on the embedded 8×8 digits and on exact Gaussian-mixture oracles.
 
-    python benchmarks/papers.py                       # the full run (make reproduce): ~1 h on 2 CPU cores
+    python benchmarks/papers.py                       # the full run (make reproduce): < 1 h on 2 CPU cores
     python benchmarks/papers.py --quick --out /tmp/p  # every row at toy size (the test suite runs this)
     python benchmarks/papers.py --device cuda --scale 10   # a GPU: 10× the training steps and samples
 
@@ -49,6 +49,7 @@ class Scale:
     discrete_chain: int  # DDPM chain length N
     samples: int  # samples per FD figure
     seeds: int  # sampling seeds per ordering claim
+    reference_seeds: int  # seeds of the PC-1000 reference (2000 evaluations a sample: the costliest figure)
     nfe: int  # the equal-NFE budget of the sampler comparison
     pc_reference_steps: int  # the PC baseline of the DPM-Solver++ row
     test_images: int  # test digits for bits/dim
@@ -59,16 +60,20 @@ class Scale:
     dequant_steps: int  # variational dequantiser training steps
 
 
-FULL = Scale(train_steps=3000, discrete_steps=2000, discrete_chain=1000, samples=300, seeds=3, nfe=200,
-             pc_reference_steps=1000, test_images=297, exact_images=16, tol=1e-4, toy_steps=2000, langevin_n=1000,
-             dequant_steps=300)
-QUICK = Scale(train_steps=4, discrete_steps=2, discrete_chain=50, samples=16, seeds=2, nfe=8, pc_reference_steps=8,
-              test_images=8, exact_images=2, tol=1e-2, toy_steps=4, langevin_n=64, dequant_steps=2)
+#: ``make reproduce``: about 45 min on 2 idle CPU cores (see docs/results.md for the measured time). What was cut
+#: to fit the hour: 2000 training steps per model (the demo uses 4000), 200 samples per FD, 2 seeds for the
+#: PC-1000 reference, 8 test digits for the exact divergence, DDPM without the discretised-decoder bound.
+FULL = Scale(train_steps=2000, discrete_steps=1500, discrete_chain=1000, samples=200, seeds=3, reference_seeds=2,
+             nfe=200, pc_reference_steps=1000, test_images=297, exact_images=8, tol=1e-4, toy_steps=2000,
+             langevin_n=1000, dequant_steps=300)
+QUICK = Scale(train_steps=4, discrete_steps=2, discrete_chain=50, samples=16, seeds=2, reference_seeds=2, nfe=8,
+              pc_reference_steps=8, test_images=8, exact_images=2, tol=1e-2, toy_steps=4, langevin_n=64,
+              dequant_steps=2)
 
 
 def scaled(base: Scale, factor: float) -> Scale:
     """Scale the training steps and sample sizes by ``factor`` (a GPU does 10× in the same time)."""
-    keep = {"seeds", "nfe", "pc_reference_steps", "discrete_chain", "tol", "test_images"}
+    keep = {"seeds", "reference_seeds", "nfe", "pc_reference_steps", "discrete_chain", "tol", "test_images"}
     return Scale(**{k: (v if k in keep else max(1, round(v * factor))) for k, v in dataclasses.asdict(base).items()})
 
 
@@ -135,20 +140,67 @@ def run_discrete(var: str, scale: Scale) -> dict:
     torch.set_num_threads(1)
     main = runpy.run_path(os.path.join(HERE, "discrete_digits.py"))["main"]
     return main(["--steps", str(scale.discrete_steps), "--var", var, "--num-steps", str(scale.discrete_chain),
-                 "--threads", "1", "--tol", str(scale.tol), "--test-images", str(scale.test_images)])
+                 "--threads", "1", "--tol", str(scale.tol), "--test-images", str(scale.test_images),
+                 "--no-discretized"])
 
 
-def _job(args):
-    kind, payload = args
-    return train_digits_model(*payload) if kind == "train" else run_discrete(*payload)
+def _job(job):
+    """One job in a worker process: ``("train", args)``, ``("discrete", args)`` or ``("part", (name, states,
+    scale, device))`` — a measurement of :data:`PARTS` on the trained models; returns (job, result, seconds)."""
+    kind, payload = job
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    if kind == "train":
+        out = train_digits_model(*payload)
+    elif kind == "discrete":
+        out = run_discrete(*payload)
+    else:
+        name, states, scale, device = payload
+        out = PARTS[name](load_models(states, device), scale, torch.device(device))
+    return kind, payload[0], out, time.perf_counter() - start
 
 
-def run_jobs(jobs: list, workers: int) -> list:
-    """Run the independent training jobs, ``workers`` processes at a time (one torch thread each)."""
+def run_all(scale: Scale, workers: int, device: str) -> tuple[dict, dict, dict, dict]:
+    """Train every model, then measure every part of :data:`PARTS`, ``workers`` processes at a time (one torch
+    thread each). The measurements start as soon as the continuous models are trained, while the DDPM jobs
+    still run; the longest jobs are queued first. Returns (states, discrete results, part figures, seconds)."""
+    trains = [("train", (name, scale.train_steps, device)) for name in MODELS]
+    discrete = [("discrete", (var, scale)) for var in ("beta", "learned_range")]
+    results, seconds = {"train": {}, "discrete": {}, "part": {}}, {}
+
+    def collect(kind, name, out, took):
+        results[kind][name] = out
+        seconds[f"{kind} {name}"] = round(took, 1)
+        print(f"  [{time.strftime('%H:%M:%S')}] {kind} {name}: {took:.0f} s", flush=True)
+
+    def parts_of(states):
+        return [("part", (name, states, scale, device)) for name in PARTS]
+
     if workers <= 1:
-        return [_job(j) for j in jobs]
+        for job in trains + discrete:
+            collect(*_job(job))
+        states = {n: o["state"] for n, o in results["train"].items()}
+        for job in parts_of(states):
+            collect(*_job(job))
+        return states, results["discrete"], results["part"], seconds
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return pool.map(_job, jobs, chunksize=1)
+        pending = [pool.apply_async(_job, (job,)) for job in discrete + trains]
+        for r in pending[len(discrete):]:
+            collect(*r.get())
+        states = {n: o["state"] for n, o in results["train"].items()}
+        pending = pending[:len(discrete)] + [pool.apply_async(_job, (job,)) for job in parts_of(states)]
+        for r in pending:
+            collect(*r.get())
+    return states, results["discrete"], results["part"], seconds
+
+
+def load_models(states: dict, device) -> dict:
+    models = {}
+    for name, state in states.items():
+        model = new_model(MODELS[name][0])
+        model.load_state_dict(state)
+        models[name] = model.to(device).eval()
+    return models
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -171,10 +223,10 @@ def row(paper: str, claim: str, measured: str, status: str, **figures) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- measurements
-def sample_fd(sample, sde_name: str, scale: Scale, device) -> tuple[list[float], float, int]:
-    """FD of ``sample(generator) -> SampleResult`` over ``scale.seeds`` seeds; (FDs, floor FD, NFE)."""
+def sample_fd(sample, sde_name: str, seeds: int, device) -> tuple[list[float], float, int]:
+    """FD of ``sample(generator) -> SampleResult`` over ``seeds`` seeds; (FDs, floor FD, NFE)."""
     fds, nfe, floor = [], 0, float("nan")
-    for seed in range(scale.seeds):
+    for seed in range(seeds):
         res = sample(torch.Generator(device=device).manual_seed(100 + seed))
         q = digits_quality(to_unit(res.x.cpu(), sde_name))
         fds.append(q.samples.fd)
@@ -196,7 +248,7 @@ def samplers_at_equal_nfe(model, sde_name: str, scale: Scale, device) -> dict:
     }
     out = {}
     for name, run in runs.items():
-        fds, floor, nfe = sample_fd(run, sde_name, scale, device)
+        fds, floor, nfe = sample_fd(run, sde_name, scale.seeds, device)
         out[name] = {"fd": fds, "nfe": nfe}
     out["floor"] = floor
     return out
@@ -314,16 +366,84 @@ def _perturb(sde, x0, t, gen):
     return alpha[:, None] * x0 + std[:, None] * z, std
 
 
+# ---------------------------------------------------------------------------------------------- the parts
+# Each part measures on the trained models in a worker process and returns plain figures; the rows are
+# written from them afterwards (below). Listed longest first, the order in which they are queued.
+def test_split(scale: Scale) -> torch.Tensor:
+    return D.load_digits("test", levels=True)[: scale.test_images]
+
+
+def part_pc_reference(models: dict, scale: Scale, device) -> dict:
+    model = models["vp_g2_is"]
+    run = lambda g: sd.sample_pc(model, model.sde, (scale.samples, 1, 8, 8),  # noqa: E731
+                                 steps=scale.pc_reference_steps, generator=g, device=device)
+    fds, floor, nfe = sample_fd(run, "vp", scale.reference_seeds, device)
+    return {"fd": fds, "floor": floor, "nfe": nfe}
+
+
+def part_scoreflow(models: dict, scale: Scale, device) -> dict:
+    test, train = test_split(scale), D.load_digits("train", levels=True)
+    ablation = {key: {"bound": elbo_bpd(models[key], "vp", test), "ode": test_bpd(models[key], "vp", test,
+                                                                                  scale).per_sample_bpd}
+                for key in ("vp_sigma2", "vp_g2", "vp_g2_is")}
+    best = models["vp_g2_is"]
+    deq = train_dequantizer(best, "vp", train, scale.dequant_steps)
+    return {"ablation": ablation, "uniform": elbo_bpd(best, "vp", test),
+            "variational": elbo_bpd(best, "vp", test, dequantizer=deq),
+            "spread": (loss_spread(best, test, False), loss_spread(best, test, True))}
+
+
+def part_samplers_vp(models: dict, scale: Scale, device) -> dict:
+    return samplers_at_equal_nfe(models["vp_sigma2"], "vp", scale, device)
+
+
+def part_samplers_ve(models: dict, scale: Scale, device) -> dict:
+    return samplers_at_equal_nfe(models["ve_sigma2"], "ve", scale, device)
+
+
+def part_dpm_and_divergence(models: dict, scale: Scale, device) -> dict:
+    model, shape, out = models["vp_g2_is"], (scale.samples, 1, 8, 8), {}
+    for steps in (10, 20, 50):
+        run = lambda g, steps=steps: sd.sample_dpm_solver(model, model.sde, shape, steps=steps,  # noqa: E731
+                                                          generator=g, device=device)
+        fds, _, nfe = sample_fd(run, "vp", scale.seeds, device)
+        out[f"dpm_{steps}"] = {"fd": fds, "nfe": nfe}
+    sub = test_split(scale)[: scale.exact_images]
+    out["exact"] = test_bpd(model, "vp", sub, scale, divergence="exact")
+    out["hutchinson"] = test_bpd(model, "vp", sub, scale, divergence="rademacher")
+    return out
+
+
+def part_subvp_and_tolerance(models: dict, scale: Scale, device) -> dict:
+    subvp = test_bpd(models["subvp_sigma2"], "subvp", test_split(scale), scale)
+    model, curve = models["vp_sigma2"], []
+    for tol in [1e-1, 1e-2, 1e-3, 1e-4, 1e-5][: 2 if scale == QUICK else 5]:
+        run = lambda g, tol=tol: sd.sample_ode(model, model.sde, (scale.samples, 1, 8, 8), rtol=tol,  # noqa: E731
+                                               atol=tol, generator=g, device=device)
+        fds, floor, nfe = sample_fd(run, "vp", 1, device)
+        curve.append({"tol": tol, "nfe": nfe, "fd": fds[0]})
+    return {"subvp": subvp, "ode_tolerance": curve}
+
+
+def part_ncsn(models: dict, scale: Scale, device) -> dict:
+    return {"plain": langevin_weights(False, scale), "annealed": langevin_weights(True, scale),
+            "dsm": toy_score_error("dsm", scale), "ssm": toy_score_error("ssm", scale)}
+
+
+PARTS = {"pc_reference": part_pc_reference, "scoreflow": part_scoreflow, "samplers_vp": part_samplers_vp,
+         "samplers_ve": part_samplers_ve, "dpm_and_divergence": part_dpm_and_divergence,
+         "subvp_and_tolerance": part_subvp_and_tolerance, "ncsn": part_ncsn}
+
+
 # ---------------------------------------------------------------------------------------------- the rows
 def fmt(m: float, se: float, spec: str = ".3f") -> str:
     return f"{m:{spec}} ± {se:{spec}}"
 
 
-def rows_score_sde(models: dict, scale: Scale, device, test: torch.Tensor) -> tuple[list, dict]:
-    rows, extra = [], {}
-    for sde_name, key in (("ve", "ve_sigma2"), ("vp", "vp_sigma2")):
-        res = samplers_at_equal_nfe(models[key], sde_name, scale, device)
-        extra[f"samplers_{sde_name}"] = res
+def rows_score_sde(parts: dict) -> list:
+    rows = []
+    for sde_name in ("ve", "vp"):
+        res = parts[f"samplers_{sde_name}"]
         diff = [p - c for p, c in zip(res["reverse_diffusion"]["fd"], res["pc"]["fd"], strict=True)]
         d, se = mean_se(diff)
         summary = ", ".join(f"{k} {fmt(*mean_se(v['fd']), '.2f')} ({v['nfe']} NFE)" for k, v in res.items()
@@ -332,36 +452,23 @@ def rows_score_sde(models: dict, scale: Scale, device, test: torch.Tensor) -> tu
                         "alone at equal score evaluations (Table 1)",
                         f"digits FD {summary}; floor {res['floor']:.2f}; predictor − PC = {fmt(d, se, '.2f')}",
                         verdict(d, se), fd_difference=d, se=se))
-    vp, subvp = test_bpd(models["vp_sigma2"], "vp", test, scale), test_bpd(models["subvp_sigma2"], "subvp", test, scale)
-    d, se = mean_se(vp.per_sample_bpd - subvp.per_sample_bpd)
+    vp, subvp = parts["scoreflow"]["ablation"]["vp_sigma2"]["ode"], parts["subvp_and_tolerance"]["subvp"]
+    d, se = mean_se(vp - subvp.per_sample_bpd)
     rows.append(row("Score SDE", "sub-VP gives better bits/dim than VP with the same network and training (Table 2)",
-                    f"ODE bits/dim VP {fmt(vp.bpd, vp.bpd_stderr)}, sub-VP {fmt(subvp.bpd, subvp.bpd_stderr)}; "
-                    f"VP − sub-VP = {fmt(d, se)} (paired)", verdict(d, se), vp=vp.bpd, subvp=subvp.bpd))
-    tols = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5][: 2 if scale is QUICK else 5]
-    curve = []
-    for tol in tols:
-        run = lambda g, tol=tol: sd.sample_ode(models["vp_sigma2"], models["vp_sigma2"].sde,  # noqa: E731
-                                               (scale.samples, 1, 8, 8), rtol=tol, atol=tol, generator=g,
-                                               device=device)
-        fds, floor, nfe = sample_fd(run, "vp", dataclasses.replace(scale, seeds=1), device)
-        curve.append({"tol": tol, "nfe": nfe, "fd": fds[0]})
-    extra["ode_tolerance"] = curve
+                    f"ODE bits/dim VP {fmt(*mean_se(vp))}, sub-VP {fmt(subvp.bpd, subvp.bpd_stderr)}; "
+                    f"VP − sub-VP = {fmt(d, se)} (paired)", verdict(d, se), vp=mean_se(vp)[0], subvp=subvp.bpd))
+    curve = parts["subvp_and_tolerance"]["ode_tolerance"]
     monotone = all(a["nfe"] <= b["nfe"] for a, b in zip(curve, curve[1:], strict=False))
     rows.append(row("Score SDE", "the PF-ODE's adaptive solver trades evaluations for accuracy: NFE grows as the "
                     "tolerance tightens (Fig. 3)", "; ".join(f"tol {c['tol']:g}: {c['nfe']} NFE, FD {c['fd']:.2f}"
                                                             for c in curve),
                     "agrees" if monotone else "disagrees", curve=curve))
-    return rows, extra
+    return rows
 
 
-def rows_scoreflow(models: dict, scale: Scale, test: torch.Tensor, train: torch.Tensor) -> tuple[list, dict]:
-    rows, extra = [], {}
-    ablation = {}
-    for key in ("vp_sigma2", "vp_g2", "vp_g2_is"):
-        bound = elbo_bpd(models[key], "vp", test)
-        ode = test_bpd(models[key], "vp", test, scale)
-        ablation[key] = {"bound": bound, "ode": ode.per_sample_bpd}
-    extra["ablation"] = {k: {m: mean_se(v) for m, v in d.items()} for k, d in ablation.items()}
+def rows_scoreflow(parts: dict, scale: Scale) -> list:
+    rows, sf = [], parts["scoreflow"]
+    ablation = sf["ablation"]
     for measure, label in (("bound", "the ELBO bound"), ("ode", "the ODE bits/dim")):
         a = ablation["vp_sigma2"][measure] - ablation["vp_g2"][measure]
         b = ablation["vp_g2"][measure] - ablation["vp_g2_is"][measure]
@@ -371,45 +478,42 @@ def rows_scoreflow(models: dict, scale: Scale, test: torch.Tensor, train: torch.
                         f"{text}; σ² − g² = {fmt(da, sa)} (paired)", verdict(da, sa)))
         rows.append(row("ScoreFlow", f"importance sampling of t improves {label} further (Table 2)",
                         f"g² − (g² + IS) = {fmt(db, sb)} (paired)", verdict(db, sb)))
-    best = models["vp_g2_is"]
-    deq = train_dequantizer(best, "vp", train, scale.dequant_steps)
-    uniform, variational = elbo_bpd(best, "vp", test), elbo_bpd(best, "vp", test, dequantizer=deq)
-    (mu, su), (mv, sv) = mean_se(uniform), mean_se(variational)
+    (mu, su), (mv, sv) = mean_se(sf["uniform"]), mean_se(sf["variational"])
     d, se = mu - mv, math.hypot(su, sv)
     rows.append(row("ScoreFlow", "variational dequantisation gives lower bits/dim than uniform dequantisation "
                     "(Table 2)", f"ELBO bits/dim uniform {fmt(mu, su)}, variational {fmt(mv, sv)} after "
                     f"{scale.dequant_steps} steps; difference {fmt(d, se)}", verdict(d, se)))
-    (s0, e0), (s1, e1) = loss_spread(best, test, False), loss_spread(best, test, True)
+    (s0, e0), (s1, e1) = sf["spread"]
     d, se = s0 - s1, math.hypot(e0, e1)
     rows.append(row("ScoreFlow", "importance sampling reduces the variance of the likelihood-weighted loss (Sec. 4.2)",
                     f"per-sample loss std without IS {fmt(s0, e0, '.1f')}, with IS {fmt(s1, e1, '.1f')}",
                     verdict(d, se), ratio=s0 / s1))
-    return rows, extra
+    return rows
 
 
-def rows_ncsn(scale: Scale) -> tuple[list, dict]:
-    truth = 0.2
-    plain, annealed = mean_se(langevin_weights(False, scale)), mean_se(langevin_weights(True, scale))
+def rows_ncsn(parts: dict) -> list:
+    truth, ncsn = 0.2, parts["ncsn"]
+    plain, annealed = mean_se(ncsn["plain"]), mean_se(ncsn["annealed"])
     err_plain, err_annealed = abs(plain[0] - truth), abs(annealed[0] - truth)
     d, se = err_plain - err_annealed, math.hypot(plain[1], annealed[1])
     rows = [row("NCSN", "annealed Langevin dynamics recovers the mixture weights; plain Langevin does not (Fig. 3)",
                 f"light-mode weight (truth 0.2): plain {fmt(*plain)}, annealed {fmt(*annealed)}", verdict(d, se),
                 plain=plain, annealed=annealed)]
-    dsm, ssm = toy_score_error("dsm", scale), toy_score_error("ssm", scale)
+    dsm, ssm = ncsn["dsm"], ncsn["ssm"]
     ratio = ssm[0] / dsm[0]
     rows.append(row("NCSN", "sliced and denoising score matching both learn the score; DSM is cheaper per step "
                     "(Sec. 3)", f"σ²-weighted Fisher divergence to the exact score: DSM {fmt(dsm[0], dsm[1], '.4f')},"
                     f" SSM {fmt(ssm[0], ssm[1], '.4f')} (ratio {ratio:.2f}); {1e3 * dsm[2]:.1f} vs "
                     f"{1e3 * ssm[2]:.1f} ms per step", "agrees" if 0.5 < ratio < 2 and ssm[2] > dsm[2] else "disagrees",
                     dsm=dsm, ssm=ssm))
-    return rows, {}
+    return rows
 
 
-def rows_discrete(discrete: dict) -> tuple[list, dict]:
+def rows_discrete(discrete: dict) -> list:
     fixed, learned = discrete["beta"], discrete["learned_range"]
     (bf, sf), (bl, sl) = fixed["vlb_dequantized"], learned["vlb_dequantized"]
     base = fixed["baseline"]
-    rows = [row("Sohl-Dickstein 2015 / DDPM", "the diffusion chain's variational bound is a useful density bound "
+    return [row("Sohl-Dickstein 2015 / DDPM", "the diffusion chain's variational bound is a useful density bound "
                 "on real data: below the per-pixel histogram baseline", f"bound {fmt(bf, sf)} vs baseline "
                 f"{base:.3f} bits/dim", verdict(base - bf, sf)),
             row("Sohl-Dickstein 2015 / DDPM", "learned reverse variances give a better bound than fixed β_t",
@@ -418,37 +522,35 @@ def rows_discrete(discrete: dict) -> tuple[list, dict]:
                 "as good as the DDPM bound", f"ODE {fmt(*fixed['ode'])}, bound {fmt(bf, sf)}, ODE − bound "
                 f"{fmt(*fixed['ode_minus_vlb_dequantized'])} (paired)",
                 verdict(-fixed["ode_minus_vlb_dequantized"][0], fixed["ode_minus_vlb_dequantized"][1]))]
-    return rows, {"discrete": discrete}
 
 
-def rows_beyond(models: dict, scale: Scale, device, test: torch.Tensor) -> tuple[list, dict]:
-    model, sde = models["vp_g2_is"], models["vp_g2_is"].sde
-    shape = (scale.samples, 1, 8, 8)
-    ref = lambda g: sd.sample_pc(model, sde, shape, steps=scale.pc_reference_steps, generator=g,  # noqa: E731
-                                 device=device)
-    pc_fd, floor, pc_nfe = sample_fd(ref, "vp", scale, device)
-    figures, parts = {"pc": (pc_fd, pc_nfe)}, []
-    for steps in (10, 20, 50):
-        run = lambda g, steps=steps: sd.sample_dpm_solver(model, sde, shape, steps=steps, generator=g,  # noqa: E731
-                                                          device=device)
-        fds, _, nfe = sample_fd(run, "vp", scale, device)
-        figures[f"dpm_{steps}"] = (fds, nfe)
-        parts.append(f"DPM-Solver++ {nfe} NFE {fmt(*mean_se(fds), '.2f')}")
-    d, se = mean_se([a - b for a, b in zip(figures["dpm_20"][0], pc_fd, strict=True)])
-    rows = [row("beyond the papers", f"DPM-Solver++ with 20 evaluations matches PC with {pc_nfe}",
-                f"digits FD: {'; '.join(parts)}; PC {fmt(*mean_se(pc_fd), '.2f')} ({pc_nfe} NFE); floor "
-                f"{floor:.2f}; DPM(20) − PC = {fmt(d, se, '.2f')}",
-                "agrees" if d < 2 * se else "disagrees", figures={k: mean_se(v[0]) for k, v in figures.items()})]
-    sub = test[: scale.exact_images]
-    exact = test_bpd(model, "vp", sub, scale, divergence="exact")
-    hutch = test_bpd(model, "vp", sub, scale, divergence="rademacher")
+def rows_beyond(parts: dict) -> list:
+    pc, dpm = parts["pc_reference"], parts["dpm_and_divergence"]
+    texts = [f"DPM-Solver++ {dpm[k]['nfe']} NFE {fmt(*mean_se(dpm[k]['fd']), '.2f')}" for k in ("dpm_10", "dpm_20",
+                                                                                                 "dpm_50")]
+    (m_dpm, s_dpm), (m_pc, s_pc) = mean_se(dpm["dpm_20"]["fd"]), mean_se(pc["fd"])
+    d, se = m_dpm - m_pc, math.hypot(s_dpm, s_pc)  # different seeds: independent, not paired
+    rows = [row("beyond the papers", f"DPM-Solver++ with 20 evaluations matches PC with {pc['nfe']}",
+                f"digits FD: {'; '.join(texts)}; PC {fmt(m_pc, s_pc, '.2f')} ({pc['nfe']} NFE, "
+                f"{len(pc['fd'])} seeds); floor {pc['floor']:.2f}; DPM(20) − PC = {fmt(d, se, '.2f')}",
+                "agrees" if d < 2 * se else "disagrees")]
+    exact, hutch = dpm["exact"], dpm["hutchinson"]
     d, se = mean_se(hutch.per_sample_bpd - exact.per_sample_bpd)
     rows.append(row("beyond the papers", "Hutchinson's estimator leaves the reported bits/dim unbiased: exact and "
-                    "Rademacher divergence agree", f"{sub.shape[0]} test digits: exact "
+                    "Rademacher divergence agree", f"{exact.per_sample_bpd.numel()} test digits: exact "
                     f"{fmt(exact.bpd, exact.bpd_stderr)}, Rademacher {fmt(hutch.bpd, hutch.bpd_stderr)}; "
                     f"difference {fmt(d, se)}",
                     "agrees" if abs(d) <= 2 * se else "disagrees"))
-    return rows, {"dpm_vs_pc": {k: mean_se(v[0]) for k, v in figures.items()}}
+    return rows
+
+
+def plot_data(parts: dict) -> dict:
+    dpm = parts["dpm_and_divergence"]
+    return {"samplers_ve": parts["samplers_ve"], "samplers_vp": parts["samplers_vp"],
+            "ode_tolerance": parts["subvp_and_tolerance"]["ode_tolerance"],
+            "ablation": {k: {m: mean_se(v) for m, v in d.items()} for k, d in parts["scoreflow"]["ablation"].items()},
+            "dpm_vs_pc": {"pc": mean_se(parts["pc_reference"]["fd"]),
+                          **{k: mean_se(dpm[k]["fd"]) for k in ("dpm_10", "dpm_20", "dpm_50")}}}
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -464,6 +566,10 @@ def markdown(report: dict) -> str:
              "| paper | claim | measured | verdict |", "|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(f"| {r['paper']} | {r['claim']} | {r['measured']} | **{r['verdict']}** |")
+    seconds = report["extra"].get("job_seconds", {})
+    if seconds:
+        lines += ["", f"Jobs ({m['workers']} at a time; load average {m.get('load', '?')} at the start and the end), "
+                  "seconds each: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + "."]
     lines += ["", "Plots: `results_samplers.png` (digits FD by sampler at equal NFE), `results_ode_tolerance.png` "
               "(PF-ODE NFE and FD against the tolerance).", ""]
     return "\n".join(lines)
@@ -522,7 +628,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--quick", action="store_true", help="toy sizes: checks that every row runs (not evidence)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply training steps and sample counts (GPU: 10)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--workers", type=int, default=None, help="training processes at once (default 2, quick 1)")
+    p.add_argument("--workers", type=int, default=None, help="processes at once (default 2, quick 1)")
     p.add_argument("--out", default=None, help="folder for results.json/.md and plots (default docs/, full run)")
     args = p.parse_args(argv)
     if args.quick and args.out is None:
@@ -531,31 +637,19 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"benchmarks/papers.py: error: --scale must be > 0, got {args.scale}")
     scale = QUICK if args.quick else scaled(FULL, args.scale)
     workers = args.workers or (1 if args.quick else 2)
-    device = torch.device(args.device)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     try:
-        jobs = [("train", (name, scale.train_steps, args.device)) for name in MODELS]
-        jobs += [("discrete", (var, scale)) for var in ("beta", "learned_range")]
-        done = run_jobs(jobs, workers)
-        models = {}
-        for out in done[: len(MODELS)]:
-            model = new_model(MODELS[out["name"]][0])
-            model.load_state_dict(out["state"])
-            models[out["name"]] = model.to(device).eval()
-        discrete = dict(zip(("beta", "learned_range"), done[len(MODELS):], strict=True))
-        test = D.load_digits("test", levels=True)[: scale.test_images]
-        train = D.load_digits("train", levels=True)
-        all_rows, extra = [], {"train_seconds": {o["name"]: o["seconds"] for o in done[: len(MODELS)]}}
-        for rows, more in (rows_score_sde(models, scale, device, test), rows_scoreflow(models, scale, test, train),
-                           rows_ncsn(scale), rows_discrete(discrete), rows_beyond(models, scale, device, test)):
-            all_rows += rows
-            extra.update(more)
+        _, discrete, parts, seconds = run_all(scale, workers, args.device)
+        all_rows = (rows_score_sde(parts) + rows_scoreflow(parts, scale) + rows_ncsn(parts) + rows_discrete(discrete)
+                    + rows_beyond(parts))
+        extra = {**plot_data(parts), "discrete": discrete, "job_seconds": seconds}
     finally:
         torch.set_num_threads(before)
-    machine = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "cpu": _cpu(), "threads": 1,
-               "workers": workers, "torch": torch.__version__, "seconds": time.perf_counter() - start}
+    machine = {"date": time.strftime("%Y-%m-%d"), "device": args.device, "cpu": _cpu(), "threads": 1,
+               "workers": workers, "torch": torch.__version__, "seconds": time.perf_counter() - start,
+               "load": f"{load:.1f} / {os.getloadavg()[0]:.1f}"}
     report = {"machine": machine, "quick": args.quick, "scale": args.scale, "sizes": dataclasses.asdict(scale),
               "rows": all_rows, "extra": _jsonable(extra)}
     out_md = os.path.join(args.out, "results.md") if args.out else os.path.join(REPO, "docs", "results.md")
