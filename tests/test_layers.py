@@ -18,14 +18,14 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "scoresde"
 #: Bottom to top. A group is a top-level module (``sde``) or a subpackage (``nn``, ``sampling``, ...).
 LAYERS = (
     ("_checks", "config"),  # argument checks; the torch-free config dataclasses
-    ("nn", "progress", "runtime", "_ode", "checkpoint", "ema", "rundir"),  # leaves: nn imports only torch
+    ("nn", "progress", "runtime", "seeding", "_ode", "checkpoint", "ema", "rundir"),  # leaves: nn imports only torch
     ("sde",),
     ("analytic", "score", "losses"),
     ("serialize", "sampling", "likelihood"),
     ("discrete", "controllable", "data", "interop"),
     ("metrics", "builders"),
     ("datastream", "validation", "plots"),
-    ("evaluation", "images"),
+    ("evaluation", "images", "resume"),
     ("train", "run"),
     ("demo",),
     ("cli",),

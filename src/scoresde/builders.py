@@ -1,8 +1,10 @@
 """From a config to objects: the SDE, the score model, the loss and the sampler a run uses.
 
 Each builder reads one config section and makes plain keyword calls into the library; nothing below them
-sees a whole config. The SDE comes from the one name → SDE table, :data:`scoresde.sde.SDES`; the samplers
-from :data:`SAMPLERS`. (Test-set evaluation from ``cfg.eval``: :mod:`scoresde.evaluation`.)
+sees a config. :func:`build_training` is the trainer's one call into this module: the SDE, the model and the
+loss of a run, each given by the user or built from its section. The SDE comes from the one name → SDE
+table, :data:`scoresde.sde.SDES`; the samplers from :data:`SAMPLERS`. (Test-set evaluation from ``cfg.eval``:
+:mod:`scoresde.evaluation`.)
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from scoresde import sampling as S
 from scoresde._ode import FIXED
 from scoresde.nn.presets import build_network
 from scoresde.score import ScoreModel
-from scoresde.sde import SDES
+from scoresde.sde import SDE, SDES
+from scoresde.seeding import seeded_init
+from scoresde.serialize import describe_sde
 
-__all__ = ["build_sde", "build_model", "build_loss", "SAMPLERS", "draw_samples", "sampler_evaluations",
-           "describe_sampler"]
+__all__ = ["build_sde", "build_model", "build_loss", "build_training", "SAMPLERS", "draw_samples",
+           "sampler_evaluations", "describe_sampler"]
 
 
 # --------------------------------------------------------------------------------------------- SDE, model, loss
@@ -69,6 +73,32 @@ def build_loss(cfg: C.LossConfig):
         return fn(score_fn, sde, x0, generator=generator)
 
     return loss_fn
+
+
+def build_training(cfg: C.Config, data_shape: tuple, *, sde: SDE | None = None,
+                   model: nn.Module | None = None) -> tuple[SDE, nn.Module, object]:
+    """``(sde, model, loss_fn)`` of a training run: the objects given, and the rest built from ``cfg``.
+
+    ``sde``: the user's instance of an :class:`~scoresde.sde.SDE` subclass, else :func:`build_sde` of
+    ``cfg.sde``. ``model``: the user's ``nn.Module`` (a :class:`~scoresde.score.ScoreModel` must be built on
+    that SDE), else :func:`build_model` of ``cfg.model`` with its initial weights drawn from
+    ``cfg.training.seed`` (:func:`~scoresde.seeding.seeded_init`; the caller's random state is untouched).
+    ``loss_fn``: :func:`build_loss` of ``cfg.loss``.
+    """
+    if sde is None:
+        sde = build_sde(cfg.sde)
+    elif not isinstance(sde, SDE):
+        raise TypeError(f"train: sde must be an instance of a scoresde.SDE subclass, got {type(sde).__name__}")
+    if model is None:
+        with seeded_init(cfg.training.seed):
+            model = build_model(cfg.model, sde, data_shape)
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"train: model must be a torch.nn.Module whose forward(x, t) returns the score, got "
+                        f"{type(model).__name__}")
+    elif isinstance(model, ScoreModel) and model.sde is not sde and describe_sde(model.sde) != describe_sde(sde):
+        raise ValueError(f"train: model is a ScoreModel on {describe_sde(model.sde)} but training uses "
+                         f"{describe_sde(sde)}; build it on the training SDE (ScoreModel(net, sde)) and pass sde=")
+    return sde, model, build_loss(cfg.loss)
 
 
 # --------------------------------------------------------------------------------------------- samplers

@@ -2,28 +2,31 @@
 
 Reproducibility rests on one rule: every random draw of step ``s`` (which rows, dequantisation noise, flips,
 the loss's t and noise) comes from a generator seeded by ``(seed, s, chunk, stream)``
-(:func:`make_generator`), where a chunk is one micro-batch of one process. The rows of a step are positions
-of the concatenation of per-epoch permutations (:func:`batch_rows`), so they depend on the global row index
-only: resuming a run, or splitting its batch over more processes or accumulation steps, sees the same rows.
+(:func:`scoresde.seeding.make_generator`), where a chunk is one micro-batch of one process. The rows of a
+step are positions of the concatenation of per-epoch permutations (:func:`batch_rows`), so they depend on
+the global row index only: resuming a run, or splitting its batch over more processes or accumulation steps,
+sees the same rows.
 
-Streams (the last argument of :func:`make_generator`): 0 batch preparation, 1 the loss, 2 epoch permutations,
-3 sample grids, 5 evaluation; steps −1, −2 draw the toy train / test sets and −3 the initial weights.
+The data of a run come from ``cfg.data`` (:func:`load_data`) or from the user (:func:`as_data_source`:
+a tensor of rows, a Dataset, or a :class:`DataSource`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from scoresde import config as C
 from scoresde import data as D
+from scoresde.seeding import make_generator
 
-__all__ = ["DataSource", "load_data", "make_generator", "batch_rows", "prepare_batch", "training_batch"]
-
-_MASK = (1 << 63) - 1
+__all__ = ["DataSource", "UserData", "load_data", "as_data_source", "make_generator", "batch_rows", "prepare_batch",
+           "training_batch"]
 
 
 @dataclass
@@ -65,12 +68,51 @@ def load_data(cfg: C.DataConfig, seed: int, *, test_images: int = 0) -> DataSour
                         f"or an image set {list(D.IMAGE_DATASETS)}")
 
 
-def make_generator(seed: int, step: int, chunk: int, *, device="cpu", stream: int = 0) -> torch.Generator:
-    """A generator seeded from (seed, step, chunk, stream) by a fixed integer hash (SplitMix64 finaliser)."""
-    z = (seed * 0x9E3779B97F4A7C15 + (step + 3) * 0xBF58476D1CE4E5B9 + chunk * 0x94D049BB133111EB + stream) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return torch.Generator(device=device).manual_seed(z ^ (z >> 31))
+#: What ``train(data=...)`` accepts: rows ``(N, ...)``, a Dataset (or any indexable) of tensors or
+#: ``(tensor, label)`` tuples, or a :class:`DataSource`.
+UserData = Tensor | Dataset | Sequence | DataSource
+
+
+class Items:
+    """An indexable of tensors (or of (tensor, ...) tuples) seen as items whose first entry is the row."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        item = self.items[i]
+        return item if isinstance(item, (tuple, list)) else (item,)
+
+
+def as_data_source(data: UserData) -> DataSource:
+    """``train(data=...)`` as a :class:`DataSource`: a tensor or Dataset gives continuous rows used as they are
+    (``levels`` None, no test split); a DataSource is kept (its Dataset rows read through :class:`Items`)."""
+    if isinstance(data, DataSource):
+        return data if isinstance(data.train, Tensor) else DataSource(Items(data.train), data.test, data.shape,
+                                                                      data.levels)
+    if isinstance(data, Tensor):
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise ValueError(f"train: data must be a tensor of rows (N, ...) with N >= 1 and one dimension or more "
+                             f"per row, got shape {tuple(data.shape)}")
+        if not data.is_floating_point():
+            raise TypeError(f"train: a data tensor holds rows in model space (floating point), got {data.dtype}; "
+                            "pass discrete data as DataSource(rows / levels, None, shape, levels)")
+        return DataSource(data, None, tuple(data.shape[1:]), None)
+    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
+        raise TypeError(f"train: data must be a tensor (N, ...), a torch Dataset (or any object with len() and "
+                        f"integer indexing) of tensors or (tensor, label) tuples, or a DataSource; got "
+                        f"{type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError("train: data is empty")
+    items = Items(data)
+    first = items[0][0]
+    if not isinstance(first, Tensor):
+        raise TypeError(f"train: the items of data must be tensors or (tensor, label) tuples, got item 0 of type "
+                        f"{type(first).__name__}")
+    return DataSource(items, None, tuple(first.shape), None)
 
 
 @functools.lru_cache(maxsize=4)

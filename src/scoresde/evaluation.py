@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from scoresde import config as C
 from scoresde import data as D
 from scoresde import evaluate_nll, log_likelihood  # the public names (they survive a move of their modules)
-from scoresde.datastream import make_generator
+from scoresde.seeding import make_generator
 
 __all__ = ["evaluate", "baseline"]
 

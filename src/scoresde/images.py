@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from scoresde import config as C
 from scoresde import data as D
 from scoresde.builders import draw_samples
-from scoresde.datastream import make_generator
+from scoresde.seeding import make_generator
 
 __all__ = ["MIN_SIDE", "save_image_grid", "titles_drawable", "scatter_png", "save_samples"]
 

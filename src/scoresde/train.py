@@ -31,7 +31,6 @@ resume refuses different ones.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -39,42 +38,30 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from scoresde import checkpoint as ckpt
 from scoresde import config as C
 from scoresde import rundir
-from scoresde.builders import build_loss, build_model, build_sde
-from scoresde.datastream import DataSource, load_data, make_generator, training_batch
+from scoresde.builders import build_training
+from scoresde.datastream import DataSource, UserData, as_data_source, load_data, training_batch
 from scoresde.ema import EMA
 from scoresde.evaluation import evaluate
 from scoresde.images import save_samples
 from scoresde.plots import INSTALL_HINT, PLOT_NAME, plot_metrics
 from scoresde.progress import NullBar, progress_bar
-from scoresde.score import ScoreModel
+from scoresde.resume import MAY_CHANGE_ON_RESUME, config_differences, describe_user_objects, restore, user_differences
 from scoresde.sde import SDE
-from scoresde.serialize import sde_config
 from scoresde.validation import validate
 
-__all__ = ["train", "OnStep", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "DataSource", "load_data",
-           "setup_distributed", "lr_at", "MAY_CHANGE_ON_RESUME", "build_components", "describe_user_objects"]
-
-# Config fields that may differ between a checkpoint and the run that resumes it: how long and how the run
-# goes on, not what it learns. Everything else (data, model, sde, loss, optim, training.seed,
-# training.batch_size) must match unless ``allow_config_change=True``. Bit-exact continuation further
-# needs the same grad_accum, number of processes, device and amp.
-MAY_CHANGE_ON_RESUME = {
-    "training": {"steps", "log_every", "ckpt_every", "keep", "sample_every", "eval_every", "device", "amp",
-                 "compile", "workdir", "grad_accum"},
-    "sampling": "*",
-    "eval": "*",
-}
-
+__all__ = ["train", "OnStep", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "DataSource", "UserData",
+           "load_data", "setup_distributed", "lr_at", "MAY_CHANGE_ON_RESUME", "Components", "build_components",
+           "describe_user_objects", "config_differences", "user_differences"]
 
 class TrainingDiverged(RuntimeError):
     """The loss, or the model's output, became NaN or infinite; the message names the step and the last
@@ -113,165 +100,33 @@ OnStep = Callable[[int, float, float], "bool | None"]
 
 
 # --------------------------------------------------------------------------------------------- components
-def build_components(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None,
-                     data: UserData | None = None) -> tuple[DataSource, SDE, nn.Module]:
-    """``(DataSource, sde, model)`` for a run: the objects given, and the rest built from ``cfg``.
+class Components(NamedTuple):
+    """What a run trains: its data, SDE, model and loss (:func:`build_components`)."""
 
-    This is the only place where :func:`train` gets its objects, whether from the config (``sde`` from
-    ``cfg.sde``, the data from ``cfg.data``, the network of ``cfg.model`` on that SDE, initialised from
-    ``training.seed``) or from the user (see :func:`train` for the accepted forms); the loop is the same.
+    data: DataSource
+    sde: SDE
+    model: nn.Module
+    loss_fn: Callable
+
+
+def build_components(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None,
+                     data: UserData | None = None) -> Components:
+    """The data, SDE, model and loss of a run: the objects given, and the rest built from ``cfg``.
+
+    This is the only place where :func:`train` gets its objects, whether from the config (the data of
+    ``cfg.data``, :func:`~scoresde.builders.build_training` for the SDE of ``cfg.sde``, the network of
+    ``cfg.model`` on that SDE, initialised from ``training.seed``, and the loss) or from the user (see
+    :func:`train` for the accepted forms); the loop is the same.
     """
     tc = cfg.training
-    if sde is None:
-        sde = build_sde(cfg.sde)
-    elif not isinstance(sde, SDE):
-        raise TypeError(f"train: sde must be an instance of a scoresde.SDE subclass, got {type(sde).__name__}")
     if data is None:
         source = load_data(cfg.data, tc.seed, test_images=(cfg.eval.num_samples or 10000) if tc.eval_every else 0)
     else:
-        source = _user_data(data)
+        source = as_data_source(data)
     if tc.eval_every and source.test is None:
         raise C.ConfigError(f"training.eval_every={tc.eval_every} needs a test split, and data= has none: pass "
                             "data=DataSource(train, test, shape, levels) or set training.eval_every=0")
-    if model is None:
-        model = _seeded_build(cfg, sde, source.shape)
-    elif not isinstance(model, nn.Module):
-        raise TypeError(f"train: model must be a torch.nn.Module whose forward(x, t) returns the score, got "
-                        f"{type(model).__name__}")
-    elif isinstance(model, ScoreModel) and model.sde is not sde and _sde_text(model.sde) != _sde_text(sde):
-        raise ValueError(f"train: model is a ScoreModel on {_sde_text(model.sde)} but training uses "
-                         f"{_sde_text(sde)}; build it on the training SDE (ScoreModel(net, sde)) and pass sde=")
-    return source, sde, model
-
-
-#: What ``train(data=...)`` accepts: rows ``(N, ...)``, a Dataset (or any indexable) of tensors or
-#: ``(tensor, label)`` tuples, or a :class:`DataSource`.
-UserData = Tensor | Dataset | Sequence | DataSource
-
-
-class _Items:
-    """An indexable of tensors (or of (tensor, ...) tuples) seen as items whose first entry is the row."""
-
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        item = self.items[i]
-        return item if isinstance(item, (tuple, list)) else (item,)
-
-
-def _user_data(data) -> DataSource:
-    """``data=`` of :func:`train` as a :class:`DataSource` (continuous rows unless it is one already)."""
-    if isinstance(data, DataSource):
-        return data if isinstance(data.train, Tensor) else DataSource(_Items(data.train), data.test, data.shape,
-                                                                      data.levels)
-    if isinstance(data, Tensor):
-        if data.ndim < 2 or data.shape[0] == 0:
-            raise ValueError(f"train: data must be a tensor of rows (N, ...) with N >= 1 and one dimension or more "
-                             f"per row, got shape {tuple(data.shape)}")
-        if not data.is_floating_point():
-            raise TypeError(f"train: a data tensor holds rows in model space (floating point), got {data.dtype}; "
-                            "pass discrete data as DataSource(rows / levels, None, shape, levels)")
-        return DataSource(data, None, tuple(data.shape[1:]), None)
-    if not (hasattr(data, "__len__") and hasattr(data, "__getitem__")):
-        raise TypeError(f"train: data must be a tensor (N, ...), a torch Dataset (or any object with len() and "
-                        f"integer indexing) of tensors or (tensor, label) tuples, or a DataSource; got "
-                        f"{type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError("train: data is empty")
-    items = _Items(data)
-    first = items[0][0]
-    if not isinstance(first, Tensor):
-        raise TypeError(f"train: the items of data must be tensors or (tensor, label) tuples, got item 0 of type "
-                        f"{type(first).__name__}")
-    return DataSource(items, None, tuple(first.shape), None)
-
-
-def _qualname(obj) -> str:
-    return type(obj).__qualname__
-
-
-def _sde_text(sde) -> str:
-    cfg = _sde_config_or_none(sde)
-    return _qualname(sde) if cfg is None else f"{_qualname(sde)}({cfg['params']})"
-
-
-def _sde_config_or_none(sde):
-    try:
-        return sde_config(sde)
-    except ValueError:  # a constructor argument that is not a plain value: described by its class only
-        return None
-
-
-def _data_description(data) -> dict:
-    if isinstance(data, DataSource):
-        return {"kind": "DataSource", "levels": data.levels, "shape": [int(n) for n in data.shape],
-                "test": None if data.test is None else len(data.test), "train": _data_description(data.train)}
-    if isinstance(data, Tensor):
-        flat = data.detach().cpu().contiguous().reshape(-1)
-        digest = hashlib.sha256(flat.view(torch.uint8).numpy()).hexdigest()[:16]
-        return {"kind": "tensor", "rows": int(data.shape[0]), "shape": [int(n) for n in data.shape[1:]],
-                "dtype": str(data.dtype).replace("torch.", ""), "sha256_16": digest}
-    item = _Items(data)[0][0] if len(data) else None
-    return {"kind": _qualname(data), "rows": len(data),
-            "shape": None if item is None else [int(n) for n in getattr(item, "shape", ())]}
-
-
-def describe_user_objects(sde: SDE | None = None, model: nn.Module | None = None,
-                          data: UserData | None = None) -> dict:
-    """What a checkpoint records about the objects passed to :func:`train` (None: built from the config).
-
-    ``{"sde": {"class", "module", "sde_config"}, "model": {"class", "module", "network"}, "data": {...}}``;
-    ``sde_config`` is :func:`~scoresde.serialize.sde_config` (None when a constructor argument is not a plain
-    value), ``data`` its kind, number of rows, row shape, and for a tensor its dtype and a SHA-256 prefix.
-    Resuming compares the classes by name (not module: a script's ``__main__`` is a notebook's module).
-    """
-    out = {"sde": None, "model": None, "data": None}
-    if sde is not None:
-        out["sde"] = {"class": _qualname(sde), "module": type(sde).__module__, "sde_config": _sde_config_or_none(sde)}
-    if model is not None:
-        net = getattr(model, "net", None) if isinstance(model, ScoreModel) else None
-        out["model"] = {"class": _qualname(model), "module": type(model).__module__,
-                        "network": None if net is None else _qualname(net)}
-    if data is not None:
-        out["data"] = _data_description(data)
-    return out
-
-
-def user_differences(old: dict | None, new: dict) -> dict:
-    """``{"user.sde": (old, new), ...}`` where the user objects of a checkpoint (``old``) and of a resuming run
-    differ; a checkpoint without the record (written before it existed) is not compared."""
-    if old is None:
-        return {}
-    changes = {}
-    for key in ("sde", "model", "data"):
-        a, b = _comparable(key, old.get(key)), _comparable(key, new.get(key))
-        if a != b:
-            changes[f"user.{key}"] = (_user_text(key, old.get(key)), _user_text(key, new.get(key)))
-    return changes
-
-
-def _comparable(key: str, entry):
-    if entry is None:
-        return None
-    if key == "data":
-        return entry
-    return {k: v for k, v in entry.items() if k != "module"}
-
-
-def _user_text(key: str, entry) -> str:
-    if entry is None:
-        return f"built from the config ({key} section)" if key != "model" else "built from the config (model section)"
-    if key == "sde":
-        cfg = entry.get("sde_config")
-        return f"{entry['class']}{'' if cfg is None else '(' + repr(cfg['params']) + ')'} (your own)"
-    if key == "model":
-        net = entry.get("network")
-        return f"{entry['class']}{'' if net is None else '(' + net + ')'} (your own)"
-    return ", ".join(f"{k}={v}" for k, v in entry.items()) + " (your own)"
+    return Components(source, *build_training(cfg, source.shape, sde=sde, model=model))
 
 
 def setup_distributed(device_type: str) -> tuple[int, int, int]:
@@ -294,70 +149,6 @@ def _device(name: str, local_rank: int) -> torch.device:
     if name == "cuda":
         name = f"cuda:{local_rank}"
     return torch.device(name)
-
-
-def _resume(workdir, cfg, user, raw_model, ema, optimizer, resume, allow_config_change, device, say):
-    """(step, recent losses, config changes) of the newest readable checkpoint ((0, [], {}) when there is none).
-
-    Without ``resume`` an existing checkpoint is an error, and so is an unreadable one with it (nothing is
-    wiped); the checkpoint's configuration must match ``cfg`` outside :data:`MAY_CHANGE_ON_RESUME` unless
-    ``allow_config_change``, and so must the user-supplied objects (``user``, see :func:`describe_user_objects`).
-    """
-    existing = ckpt.list_checkpoints(workdir)
-    if existing and not resume:
-        raise FileExistsError(f"{workdir} already holds checkpoints ({os.path.basename(existing[-1])}, ...): "
-                              "resume the run (--resume) or pick a new workdir")
-    found = ckpt.load_latest(workdir, map_location=device)  # raises when files exist but none is readable
-    if found is None:
-        return 0, [], {}
-    state, path = found
-    changes = config_differences(state["config"], C.to_dict(cfg))
-    changes.update(user_differences(state.get("user_objects"), user))
-    if changes and not allow_config_change:
-        shown = {k: (v if k.startswith("user.") else tuple(map(repr, v))) for k, v in changes.items()}
-        listing = "; ".join(f"{k}: {old} (checkpoint) -> {new} (now)" for k, (old, new) in shown.items())
-        hint = (" A run trained with your own objects resumes with the same ones: pass train(cfg, sde=..., "
-                "model=..., data=...) as the first run did." if any(k.startswith("user.") for k in changes) else "")
-        raise C.ConfigError(
-            f"cannot resume from {path}: it was trained with a different configuration ({listing}).{hint} Resume "
-            "with the checkpoint's values, or pass allow_config_change=True (scoresde train --allow-config-change) "
-            f"to continue this run's history with the new ones. Fields that may always change: {_may_change_text()}")
-    try:
-        raw_model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-    except RuntimeError as err:
-        raise C.ConfigError(f"cannot resume from {path}: its weights do not fit this architecture ({err})") from err
-    optimizer.load_state_dict(state["optimizer"])
-    say(f"resumed from {path} at step {state['step']}")
-    if changes:
-        say(f"warning: configuration changed on resume (allow_config_change): {changes}")
-    recent = [float(v) for v in state.get("recent_losses", [])]
-    return int(state["step"]), recent, changes
-
-
-def config_differences(old: dict, new: dict) -> dict:
-    """``{"section.field": (old, new)}`` for the fields outside :data:`MAY_CHANGE_ON_RESUME` that differ.
-
-    ``old`` (a checkpoint's config) is first completed with the current defaults, so a field added to the
-    library after the checkpoint was written is not reported as a change.
-    """
-    with contextlib.suppress(C.ConfigError, TypeError):
-        old = C.to_dict(C.from_dict(old))
-    changes = {}
-    for section in sorted(set(old) | set(new)):
-        allowed = MAY_CHANGE_ON_RESUME.get(section, set())
-        if allowed == "*":
-            continue
-        a, b = old.get(section, {}), new.get(section, {})
-        for key in sorted(set(a) | set(b)):
-            if key not in allowed and a.get(key, "<absent>") != b.get(key, "<absent>"):
-                changes[f"{section}.{key}"] = (a.get(key, "<absent>"), b.get(key, "<absent>"))
-    return changes
-
-
-def _may_change_text() -> str:
-    return ", ".join(f"{sec}.{keys}" if keys == "*" else ", ".join(f"{sec}.{k}" for k in sorted(keys))
-                     for sec, keys in MAY_CHANGE_ON_RESUME.items())
 
 
 def train(cfg: C.Config, *, sde: SDE | None = None, model: nn.Module | None = None, data: UserData | None = None,
@@ -435,18 +226,17 @@ def _train(cfg, sde, model, data, resume, allow_config_change, stop_after, max_s
                             f"processes × grad_accum = {chunks}")
     micro = tc.batch_size // chunks
 
-    source, sde_used, raw_model = build_components(cfg, sde=sde, model=model, data=data)
+    components = build_components(cfg, sde=sde, model=model, data=data)  # checks the user's objects too
     user = describe_user_objects(sde, model, data)  # what was the user's, for the checkpoints
-    data, sde = source, sde_used
+    data, sde, raw_model, loss_fn = components
     raw_model = raw_model.to(device)
-    loss_fn = build_loss(cfg.loss)
     ema = EMA(raw_model, oc.ema_decay)
     optimizer = torch.optim.Adam(raw_model.parameters(), lr=oc.lr, betas=(oc.beta1, oc.beta2), eps=oc.eps,
                                  weight_decay=oc.weight_decay)
     os.makedirs(tc.workdir, exist_ok=True)
     metrics_path = os.path.join(tc.workdir, rundir.METRICS_NAME)
-    step, recent, changes = _resume(tc.workdir, cfg, user, raw_model, ema, optimizer, resume, allow_config_change,
-                                    device, say)
+    step, recent, changes = restore(tc.workdir, cfg, user, raw_model, ema, optimizer, resume=resume,
+                                    allow_config_change=allow_config_change, device=device, say=say)
     if master:
         rundir.trim_metrics(metrics_path, step)
         if changes:  # the history says where the configuration changed
@@ -602,17 +392,6 @@ def _stop_signals():
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
-
-
-def _seeded_build(cfg: C.Config, sde, data_shape: tuple) -> nn.Module:
-    """Build the model with its initial weights drawn from ``training.seed``, so a run is reproducible.
-
-    Modules draw their initial weights from the global generator; it is forked here (``fork_rng``) and
-    restored on exit, so the caller's random state is left exactly as it was.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.set_rng_state(make_generator(cfg.training.seed, -3, 0).get_state())
-        return build_model(cfg.model, sde, data_shape)
 
 
 def _in_notebook() -> bool:
