@@ -22,7 +22,7 @@ The deep NCSN++ with a sinusoidal embedding (``vp|subvp/cifar10_ncsnpp_deep_cont
 ``ncsnpp_cifar10_positional`` with ``num_res_blocks=8``. The discrete-VE NCSN++ of ``ve/cifar10_ncsnpp``
 (and ``ve/celeba_ncsnpp`` at 64 px) is ``ncsnpp_cifar10_positional`` with ``centered=False`` whose output
 the official code divides by ``sigmas[index]`` (a σ table, which is no network option here:
-:class:`scoresde.interop.official.SigmaIndexScaling` adds it when importing such a checkpoint); likewise
+:class:`scoresde.interop.official_model.SigmaIndexScaling` adds it when importing such a checkpoint); likewise
 ``ve/cifar10_ddpm`` is ``ddpm_cifar10`` with ``centered=False`` and that division.
 
 Small presets, equal to no official config: ``digits`` (8×8×1, trains on a CPU in minutes) and ``small``
