@@ -12,7 +12,7 @@ import tqdm.auto
 import scoresde as sd
 from scoresde import config as C
 from scoresde.controllable import inpaint, inpaint_smc
-from scoresde.discrete import DiscreteChain, GaussianReverseKernel
+from scoresde.discrete import DiscreteChain, GaussianReverseKernel, vlb
 from scoresde.discrete.sampling import sample_chain
 from scoresde.progress import NullBar, progress_bar, progress_enabled, set_progress
 from tests.common import seeded
@@ -42,6 +42,7 @@ SAMPLERS = {  # name -> (run with progress=..., steps the bar must count)
     "smc": (lambda p: inpaint_smc(score, SDE, torch.zeros(4, 2), MASK, particles=2, steps=6, generator=seeded(0),
                                   progress=p), 6),
     "chain": (lambda p: sample_chain(KERNEL, (4, 2), generator=seeded(0), progress=p), 30),
+    "vlb": (lambda p: vlb(KERNEL, torch.zeros(4, 2), generator=seeded(0), decoder="gaussian", progress=p), 30),
 }
 
 

@@ -34,6 +34,7 @@ from scoresde._checks import (
 from scoresde.discrete.chain import check_index
 from scoresde.discrete.kernel import GaussianReverseKernel
 from scoresde.likelihood.bpd import nll_to_bits_per_dim
+from scoresde.progress import progress_bar
 
 __all__ = ["normal_kl", "gaussian_log_prob", "discretized_gaussian_log_prob", "check_levels", "prior_kl",
            "vlb_term", "term_from_kernel_output", "vlb", "VLBResult", "bits_per_dim", "DECODERS"]
@@ -167,9 +168,11 @@ def vlb(kernel: GaussianReverseKernel, x0: Tensor, *, generator: torch.Generator
         check_levels(x0, num_levels)
     T = kernel.chain.T
     terms = []
-    for idx in _progress(range(T), progress):
-        i = torch.full((x0.shape[0],), idx, dtype=torch.long, device=x0.device)
-        terms.append(vlb_term(kernel, x0, i, generator=generator, decoder=decoder, num_levels=num_levels))
+    with progress_bar(T, "bound", progress) as bar:
+        for idx in range(T):
+            i = torch.full((x0.shape[0],), idx, dtype=torch.long, device=x0.device)
+            terms.append(vlb_term(kernel, x0, i, generator=generator, decoder=decoder, num_levels=num_levels))
+            bar.update(1)
     terms = torch.stack(terms, dim=1)
     prior = prior_kl(kernel.chain, x0)
     return VLBResult(total=prior + terms.sum(1), prior=prior, terms=terms)
@@ -183,11 +186,3 @@ def bits_per_dim(nats: Tensor, x: Tensor) -> Tensor:
     volume terms of the dequantisation as well: :func:`scoresde.likelihood.bits_per_dim`.
     """
     return nll_to_bits_per_dim(nats, batch_dim(x))
-
-
-def _progress(it, enabled: bool):
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc="bound", leave=False)

@@ -24,6 +24,7 @@ from scoresde.metrics.images import check_images, iter_image_batches
 from scoresde.metrics.inception import inception_score
 from scoresde.metrics.kernel import kernel_inception_distance
 from scoresde.metrics.stats import FeatureAccumulator, FeatureStats, load_stats, save_stats
+from scoresde.progress import progress_bar
 
 __all__ = ["EvalResult", "reference_stats", "evaluate_samples"]
 
@@ -56,10 +57,8 @@ def _features_and_logits(feature_fn, images: Tensor) -> tuple[Tensor, Tensor | N
 
 
 def _progress(total: int, desc: str, progress: bool | None):
-    from tqdm.auto import tqdm
-
-    disable = (not sys.stderr.isatty()) if progress is None else not progress
-    return tqdm(total=total, desc=desc, unit="img", disable=disable)
+    """A bar counting images: shown when ``progress`` (None: when stderr is a terminal) and bars are on."""
+    return progress_bar(total, desc, sys.stderr.isatty() if progress is None else progress, unit="img")
 
 
 def reference_stats(data: Iterable, feature_fn: Callable, *, dataset_id: str, cache_path: str | Path | None = None,
