@@ -287,6 +287,25 @@ class SignallingScore(nn.Module):
         return self.lin(x) * t[:, None]
 
 
+@pytest.fixture
+def signals_not_ignored():
+    """SIGINT and SIGTERM at their defaults for the test. A suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and the trainer rightly leaves an ignored signal ignored."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in saved.items():
+        if handler is signal.SIG_IGN:
+            signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def _default_signals():  # in a child process, before exec: undo an inherited SIG_IGN (see signals_not_ignored)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.mark.usefixtures("signals_not_ignored")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finishes_the_step_checkpoints_and_resume_is_bit_exact(tmp_path, signum):
     sets = ["training.steps=11", "training.log_every=4", "training.ckpt_every=100"]
@@ -327,7 +346,8 @@ def test_signal_to_the_train_command(tmp_path, signum):
     for item in _as_sets(toy_cfg(run, *sets)):
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
     try:
         deadline = time.monotonic() + 120
         while not (run / "metrics.jsonl").exists() or b"\n" not in (run / "metrics.jsonl").read_bytes():
