@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -76,7 +77,7 @@ def build_loss(cfg: C.LossConfig):
 
 
 def build_training(cfg: C.Config, data_shape: tuple, *, sde: SDE | None = None,
-                   model: nn.Module | None = None) -> tuple[SDE, nn.Module, object]:
+                   model: nn.Module | None = None) -> tuple[SDE, nn.Module, Callable]:
     """``(sde, model, loss_fn)`` of a training run: the objects given, and the rest built from ``cfg``.
 
     ``sde``: the user's instance of an :class:`~scoresde.sde.SDE` subclass, else :func:`build_sde` of
