@@ -90,6 +90,7 @@ MODELS = {
     "subvp_sigma2": ("subvp", "sigma2", False),
     "ve_sigma2": ("ve", "sigma2", False),
 }
+DISCRETE = ("beta", "learned_range")  # the DDPM's reverse variances: fixed β_t, learned
 
 
 def to_model_space(levels: torch.Tensor, sde_name: str, generator) -> torch.Tensor:
@@ -157,41 +158,54 @@ def _job(job):
         out = run_discrete(*payload)
     else:
         name, states, scale, device = payload
-        out = PARTS[name](load_models(states, device), scale, torch.device(device))
+        out = PARTS[name][0](load_models(states, device), scale, torch.device(device))
     return kind, payload[0], out, time.perf_counter() - start
 
 
 def run_all(scale: Scale, workers: int, device: str) -> tuple[dict, dict, dict, dict]:
-    """Train every model, then measure every part of :data:`PARTS`, ``workers`` processes at a time (one torch
-    thread each). The measurements start as soon as the continuous models are trained, while the DDPM jobs
-    still run; the longest jobs are queued first. Returns (states, discrete results, part figures, seconds)."""
-    trains = [("train", (name, scale.train_steps, device)) for name in MODELS]
-    discrete = [("discrete", (var, scale)) for var in ("beta", "learned_range")]
-    results, seconds = {"train": {}, "discrete": {}, "part": {}}, {}
+    """Train every model and measure every part of :data:`PARTS`, ``workers`` processes at a time (one torch
+    thread each). Jobs start in a fixed order — the trainings first (they unlock the parts), then the longest
+    jobs first — each as soon as the models it needs are trained. Returns (states, discrete results, part
+    figures, seconds per job)."""
+    order = ([("train", n) for n in MODELS] + [("part", "pc_reference")] + [("discrete", v) for v in DISCRETE]
+             + [("part", n) for n in PARTS if n != "pc_reference"])
+    states, results, seconds = {}, {"train": {}, "discrete": {}, "part": {}}, {}
+
+    def needs(kind, name) -> set:
+        return PARTS[name][1] if kind == "part" else set()
+
+    def job(kind, name):
+        if kind == "train":
+            return kind, (name, scale.train_steps, device)
+        if kind == "discrete":
+            return kind, (name, scale)
+        return kind, (name, {m: states[m] for m in PARTS[name][1]}, scale, device)
 
     def collect(kind, name, out, took):
         results[kind][name] = out
+        if kind == "train":
+            states[name] = out["state"]
         seconds[f"{kind} {name}"] = round(took, 1)
         print(f"  [{time.strftime('%H:%M:%S')}] {kind} {name}: {took:.0f} s", flush=True)
 
-    def parts_of(states):
-        return [("part", (name, states, scale, device)) for name in PARTS]
-
     if workers <= 1:
-        for job in trains + discrete:
-            collect(*_job(job))
-        states = {n: o["state"] for n, o in results["train"].items()}
-        for job in parts_of(states):
-            collect(*_job(job))
+        for kind, name in order:  # the order already puts every part after the trainings
+            collect(*_job(job(kind, name)))
         return states, results["discrete"], results["part"], seconds
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        pending = [pool.apply_async(_job, (job,)) for job in discrete + trains]
-        for r in pending[len(discrete):]:
-            collect(*r.get())
-        states = {n: o["state"] for n, o in results["train"].items()}
-        pending = pending[:len(discrete)] + [pool.apply_async(_job, (job,)) for job in parts_of(states)]
-        for r in pending:
-            collect(*r.get())
+        running = []
+        while order or running:
+            while len(running) < workers:
+                ready = next((j for j in order if needs(*j) <= set(states)), None)
+                if ready is None:
+                    break
+                order.remove(ready)
+                running.append(pool.apply_async(_job, (job(*ready),)))
+            while not any(r.ready() for r in running):
+                time.sleep(0.2)
+            for r in [r for r in running if r.ready()]:
+                running.remove(r)
+                collect(*r.get())
     return states, results["discrete"], results["part"], seconds
 
 
@@ -263,19 +277,22 @@ def test_bpd(model, sde_name: str, levels: torch.Tensor, scale: Scale, *, diverg
                            generator=torch.Generator().manual_seed(7), progress=False)
 
 
-def elbo_bpd(model, sde_name: str, levels: torch.Tensor, dequantizer=None, samples: int = 4) -> torch.Tensor:
-    """Per-image bits/dim of the ScoreFlow bound −ELBO (importance-sampled, ``samples`` times per image)."""
+def elbo_bpd(model, sde_name: str, levels: torch.Tensor, dequantizer=None, samples: int = 16) -> torch.Tensor:
+    """Per-image bits/dim of the ScoreFlow bound −ELBO (importance-sampled, ``samples`` times per image).
+
+    The dequantisation noise and the bound's draws of t and z come from two generators with fixed seeds, so
+    two calls on the same digits use the same draws of t and z: their per-image differences are paired."""
     a, b = (2.0, -1.0) if CENTERED[sde_name] else (1.0, 0.0)
-    gen = torch.Generator().manual_seed(8)
+    noise, draws = torch.Generator().manual_seed(8), torch.Generator().manual_seed(12)
 
     def log_p(y):
-        return -sd.nll_bound(model, model.sde, y, samples=samples, generator=gen)
+        return -sd.nll_bound(model, model.sde, y, samples=samples, generator=draws)
 
     if dequantizer is None:
-        u, log_q = torch.rand(levels.shape, generator=gen), None
+        u, log_q = torch.rand(levels.shape, generator=noise), None
     else:
         with torch.no_grad():
-            u, log_q = dequantizer(levels, generator=gen)
+            u, log_q = dequantizer(levels, generator=noise)
     with torch.no_grad():
         logp = sd.dequantized_log_prob(log_p, levels, u, log_q, scale=a, shift=b, levels=LEVELS)
     return -logp / (levels[0].numel() * math.log(2))
@@ -369,7 +386,7 @@ def _perturb(sde, x0, t, gen):
 
 # ---------------------------------------------------------------------------------------------- the parts
 # Each part measures on the trained models in a worker process and returns plain figures; the rows are
-# written from them afterwards (below). Listed longest first, the order in which they are queued.
+# written from them afterwards (below).
 def test_split(scale: Scale) -> torch.Tensor:
     return D.load_digits("test", levels=True)[: scale.test_images]
 
@@ -431,9 +448,14 @@ def part_ncsn(models: dict, scale: Scale, device) -> dict:
             "dsm": toy_score_error("dsm", scale), "ssm": toy_score_error("ssm", scale)}
 
 
-PARTS = {"pc_reference": part_pc_reference, "scoreflow": part_scoreflow, "samplers_vp": part_samplers_vp,
-         "samplers_ve": part_samplers_ve, "dpm_and_divergence": part_dpm_and_divergence,
-         "subvp_and_tolerance": part_subvp_and_tolerance, "ncsn": part_ncsn}
+#: name -> (measurement, the models it needs). After the trainings, jobs start longest first in this order.
+PARTS = {"pc_reference": (part_pc_reference, {"vp_g2_is"}),
+         "samplers_vp": (part_samplers_vp, {"vp_sigma2"}),
+         "samplers_ve": (part_samplers_ve, {"ve_sigma2"}),
+         "scoreflow": (part_scoreflow, {"vp_sigma2", "vp_g2", "vp_g2_is"}),
+         "subvp_and_tolerance": (part_subvp_and_tolerance, {"subvp_sigma2", "vp_sigma2"}),
+         "dpm_and_divergence": (part_dpm_and_divergence, {"vp_g2_is"}),
+         "ncsn": (part_ncsn, set())}
 
 
 # ---------------------------------------------------------------------------------------------- the rows
@@ -480,10 +502,10 @@ def rows_scoreflow(parts: dict, scale: Scale) -> list:
         rows.append(row("ScoreFlow", f"importance sampling of t improves {label} further (Table 2)",
                         f"g² − (g² + IS) = {fmt(db, sb)} (paired)", verdict(db, sb)))
     (mu, su), (mv, sv) = mean_se(sf["uniform"]), mean_se(sf["variational"])
-    d, se = mu - mv, math.hypot(su, sv)
+    d, se = mean_se(torch.as_tensor(sf["uniform"]) - torch.as_tensor(sf["variational"]))
     rows.append(row("ScoreFlow", "variational dequantisation gives lower bits/dim than uniform dequantisation "
                     "(Table 2)", f"ELBO bits/dim uniform {fmt(mu, su)}, variational {fmt(mv, sv)} after "
-                    f"{scale.dequant_steps} steps; difference {fmt(d, se)}", verdict(d, se)))
+                    f"{scale.dequant_steps} steps; difference {fmt(d, se)} (paired)", verdict(d, se)))
     (s0, e0), (s1, e1) = sf["spread"]
     d, se = s0 - s1, math.hypot(e0, e1)
     rows.append(row("ScoreFlow", "importance sampling reduces the variance of the likelihood-weighted loss (Sec. 4.2)",
