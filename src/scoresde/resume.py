@@ -21,7 +21,7 @@ from scoresde import config as C
 from scoresde.datastream import DataSource, Items, UserData
 from scoresde.score import ScoreModel
 from scoresde.sde import SDE
-from scoresde.serialize import sde_config
+from scoresde.serialize import sde_config_or_none
 
 __all__ = ["MAY_CHANGE_ON_RESUME", "config_differences", "describe_user_objects", "user_differences", "restore"]
 
@@ -69,13 +69,6 @@ def _qualname(obj) -> str:
     return type(obj).__qualname__
 
 
-def _sde_config_or_none(sde):
-    try:
-        return sde_config(sde)
-    except ValueError:  # a constructor argument that is not a plain value: described by its class only
-        return None
-
-
 def _data_description(data) -> dict:
     if isinstance(data, DataSource):
         return {"kind": "DataSource", "levels": data.levels, "shape": [int(n) for n in data.shape],
@@ -102,7 +95,7 @@ def describe_user_objects(sde: SDE | None = None, model: nn.Module | None = None
     """
     out = {"sde": None, "model": None, "data": None}
     if sde is not None:
-        out["sde"] = {"class": _qualname(sde), "module": type(sde).__module__, "sde_config": _sde_config_or_none(sde)}
+        out["sde"] = {"class": _qualname(sde), "module": type(sde).__module__, "sde_config": sde_config_or_none(sde)}
     if model is not None:
         net = getattr(model, "net", None) if isinstance(model, ScoreModel) else None
         out["model"] = {"class": _qualname(model), "module": type(model).__module__,

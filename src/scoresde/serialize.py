@@ -14,7 +14,7 @@ from scoresde.nn.presets import build_network
 from scoresde.score import ScoreModel
 from scoresde.sde import SDE, SDES
 
-__all__ = ["model_config", "model_from_config", "sde_config", "sde_from_config", "describe_sde"]
+__all__ = ["model_config", "model_from_config", "sde_config", "sde_from_config", "sde_config_or_none", "describe_sde"]
 
 
 def model_config(model: ScoreModel) -> dict:
@@ -60,13 +60,19 @@ def sde_config(sde: SDE) -> dict:
     return {"class": type(sde).__name__, "params": params}
 
 
+def sde_config_or_none(sde: SDE) -> dict | None:
+    """:func:`sde_config`, or None when a constructor argument is not a plain value."""
+    try:
+        return sde_config(sde)
+    except ValueError:
+        return None
+
+
 def describe_sde(sde: SDE) -> str:
     """``"VPSDE({'beta_min': 0.1, ...})"``: the class and :func:`sde_config`'s parameters, or the class name
     alone when a constructor argument is not a plain value."""
-    try:
-        return f"{type(sde).__qualname__}({sde_config(sde)['params']})"
-    except ValueError:
-        return type(sde).__qualname__
+    cfg = sde_config_or_none(sde)
+    return type(sde).__qualname__ if cfg is None else f"{type(sde).__qualname__}({cfg['params']})"
 
 
 def sde_from_config(config: dict) -> SDE:
